@@ -1,0 +1,499 @@
+//! A compiled, immutable set of policies and data, and per-call evaluation.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::{Engine, Value};
+use serde::Serialize;
+
+use crate::load::{self, DataMerger, Found, Kind};
+use crate::value::{json_to_value, parse_duration, type_name};
+use crate::PolicyError;
+
+/// Package of the per-call rules.
+pub const AUTHZ_PACKAGE: &str = "data.chaperone.authz";
+/// Package of the session (creation, delegation, drift re-check) rules.
+pub const SESSION_PACKAGE: &str = "data.chaperone.session";
+
+/// Internal module that gathers the rules we read into one object, so that one evaluation
+/// computes every shared helper rule once. Undefined rules become `null` via `default`.
+const DECISION_MODULE_PATH: &str = "<chaperone-internal>/decision.rego";
+const DECISION_MODULE: &str = r#"package __chaperone__
+
+default authz_allow := null
+authz_allow := data.chaperone.authz.allow
+default authz_deny := null
+authz_deny := data.chaperone.authz.deny
+default authz_approval := null
+authz_approval := data.chaperone.authz.approval
+default authz_credential := null
+authz_credential := data.chaperone.authz.credential
+default authz_scopes := null
+authz_scopes := data.chaperone.authz.scopes
+default authz_revoke_session := null
+authz_revoke_session := data.chaperone.authz.revoke_session
+
+authz := {
+	"allow": authz_allow,
+	"deny": authz_deny,
+	"approval": authz_approval,
+	"credential": authz_credential,
+	"scopes": authz_scopes,
+	"revoke_session": authz_revoke_session,
+}
+
+default session_allow := null
+session_allow := data.chaperone.session.allow
+default session_deny := null
+session_deny := data.chaperone.session.deny
+default session_max_ttl := null
+session_max_ttl := data.chaperone.session.max_ttl
+default session_scopes := null
+session_scopes := data.chaperone.session.scopes
+
+session := {
+	"allow": session_allow,
+	"deny": session_deny,
+	"max_ttl": session_max_ttl,
+	"scopes": session_scopes,
+}
+"#;
+pub(crate) const AUTHZ_ENTRY: &str = "data.__chaperone__.authz";
+pub(crate) const SESSION_ENTRY: &str = "data.__chaperone__.session";
+
+/// Default per-evaluation time bound.
+pub const DEFAULT_EVAL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Options for loading a [`PolicySet`].
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyOptions {
+    /// Wall-clock bound for one evaluation; exceeding it denies.
+    pub eval_timeout: Duration,
+}
+
+impl Default for PolicyOptions {
+    fn default() -> Self {
+        Self {
+            eval_timeout: DEFAULT_EVAL_TIMEOUT,
+        }
+    }
+}
+
+/// The outcome of evaluating `data.chaperone.authz` for one call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Decision {
+    /// Value of `allow` (undefined = false; forced false on any error).
+    pub allow: bool,
+    /// Members of `deny`, sorted.
+    pub deny: Vec<String>,
+    /// Members of `approval`, sorted.
+    pub approval: Vec<String>,
+    /// Value of `credential`, if defined.
+    pub credential: Option<String>,
+    /// Value of `scopes`, if defined.
+    pub scopes: Option<Vec<String>>,
+    /// Members of `revoke_session`, sorted.
+    pub revoke_session: Vec<String>,
+    /// Evaluation error, timeout or type error; when set the call is denied.
+    pub error: Option<String>,
+}
+
+impl Decision {
+    /// True when the call may proceed (possibly after approval): `allow`, no `deny`
+    /// reason and no error.
+    pub fn permitted(&self) -> bool {
+        self.allow && self.deny.is_empty() && self.error.is_none()
+    }
+
+    fn failed(msg: String) -> Self {
+        Self {
+            error: Some(msg),
+            ..Self::default()
+        }
+    }
+}
+
+/// The outcome of evaluating `data.chaperone.session` for a proposed or live session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct SessionDecision {
+    /// Value of `allow` (undefined = false; forced false on any error).
+    pub allow: bool,
+    /// Members of `deny`, sorted.
+    pub deny: Vec<String>,
+    /// Parsed `max_ttl`, if defined.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub max_ttl: Option<Duration>,
+    /// Policy `scopes` (the grantable set), if defined. The caller grants
+    /// requested ∩ these.
+    pub scopes: Option<Vec<String>>,
+    /// Evaluation error, timeout or type error; when set the session is refused.
+    pub error: Option<String>,
+}
+
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&format!("{}s", d.as_secs())),
+        None => s.serialize_none(),
+    }
+}
+
+impl SessionDecision {
+    /// True when the session may be created / kept: `allow`, no `deny`, no error.
+    pub fn permitted(&self) -> bool {
+        self.allow && self.deny.is_empty() && self.error.is_none()
+    }
+
+    fn failed(msg: String) -> Self {
+        Self {
+            error: Some(msg),
+            ..Self::default()
+        }
+    }
+}
+
+/// An immutable, compiled set of policies and data. `Send + Sync`; evaluate from any task.
+#[derive(Clone)]
+pub struct PolicySet {
+    /// Prepared engine; cloned per evaluation (cheap: compiled modules are shared).
+    engine: Engine,
+    files: Vec<PathBuf>,
+    revision: String,
+    /// `(rule path, file)` for every rule, sorted by path.
+    rules: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for PolicySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicySet")
+            .field("files", &self.files)
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Files that were read, ready to compile.
+pub(crate) struct Loaded {
+    pub engine: Engine,
+    pub files: Vec<PathBuf>,
+    pub revision: String,
+}
+
+fn read(path: &Path) -> Result<String, PolicyError> {
+    std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Read and parse every file (tests included when `with_tests`) into a fresh engine.
+pub(crate) fn load_engine(
+    paths: &[PathBuf],
+    with_tests: bool,
+    opts: &PolicyOptions,
+) -> Result<Loaded, PolicyError> {
+    let found: Vec<Found> = load::discover(paths)?
+        .into_iter()
+        .filter(|f| with_tests || f.kind != Kind::RegoTest)
+        .collect();
+    if !found.iter().any(|f| f.kind != Kind::Data) {
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(PolicyError::NoPolicies(shown.join(", ")));
+    }
+    let mut engine = Engine::new();
+    engine.set_gather_prints(true);
+    engine.set_execution_timer_config(ExecutionTimerConfig {
+        limit: opts.eval_timeout,
+        check_interval: NonZeroU32::MIN.saturating_add(31),
+    });
+    let mut merger = DataMerger::default();
+    let mut hashed: Vec<(String, Vec<u8>)> = Vec::with_capacity(found.len());
+    for f in &found {
+        let text = read(&f.path)?;
+        match f.kind {
+            Kind::Rego | Kind::RegoTest => {
+                engine
+                    .add_policy(f.path.display().to_string(), text.clone())
+                    .map_err(|e| PolicyError::Rego(e.to_string()))?;
+            }
+            Kind::Data => {
+                let value = load::parse_data(&f.path, &text)?;
+                merger.merge(&load::data_prefix(&f.rel), value, &f.path)?;
+            }
+        }
+        hashed.push((f.rel.clone(), text.into_bytes()));
+    }
+    engine
+        .add_data(json_to_value(&merger.into_value()))
+        .map_err(|e| PolicyError::Rego(format!("data: {e}")))?;
+    engine
+        .add_policy(DECISION_MODULE_PATH.into(), DECISION_MODULE.into())
+        .map_err(|e| PolicyError::Rego(format!("internal decision module: {e}")))?;
+
+    hashed.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for (rel, content) in &hashed {
+        // Length-prefix both parts so (path, content) pairs cannot be confused.
+        ctx.update(&(rel.len() as u64).to_be_bytes());
+        ctx.update(rel.as_bytes());
+        ctx.update(&(content.len() as u64).to_be_bytes());
+        ctx.update(content);
+    }
+    let revision = hex::encode(ctx.finish().as_ref());
+    Ok(Loaded {
+        engine,
+        files: found.into_iter().map(|f| f.path).collect(),
+        revision,
+    })
+}
+
+/// Compile (analyze) the engine and collect its rule list.
+pub(crate) fn compile(engine: &mut Engine) -> Result<Vec<(String, String)>, PolicyError> {
+    let entry: regorus::Rc<str> = AUTHZ_ENTRY.into();
+    let compiled = engine
+        .compile_with_entrypoint(&entry)
+        .map_err(|e| PolicyError::Rego(e.to_string()))?;
+    let mut rules: Vec<(String, String)> = compiled
+        .get_rules()
+        .iter()
+        .filter(|(path, _)| !path.starts_with("data.__chaperone__."))
+        .map(|(path, defs)| {
+            let file = defs
+                .first()
+                .map(|r| r.span().source.file().clone())
+                .unwrap_or_default();
+            (path.clone(), file)
+        })
+        .collect();
+    rules.sort();
+    Ok(rules)
+}
+
+impl PolicySet {
+    /// Load every non-test `.rego` file and every `data.json`/`data.yaml`/`data.yml` under
+    /// `paths` (see the crate docs for the rules) with default options.
+    pub fn load(paths: &[PathBuf]) -> Result<PolicySet, PolicyError> {
+        Self::load_with(paths, &PolicyOptions::default())
+    }
+
+    /// Like [`PolicySet::load`] with explicit options.
+    pub fn load_with(paths: &[PathBuf], opts: &PolicyOptions) -> Result<PolicySet, PolicyError> {
+        let Loaded {
+            mut engine,
+            files,
+            revision,
+        } = load_engine(paths, false, opts)?;
+        let rules = compile(&mut engine)?;
+        Ok(PolicySet {
+            engine,
+            files,
+            revision,
+            rules,
+        })
+    }
+
+    /// Hex SHA-256 over (relative path, content) of every loaded file, sorted by path.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    /// Every loaded file, in load order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// `(rule path, defining file)` for every rule (e.g. `data.chaperone.authz.allow`).
+    pub fn rules(&self) -> &[(String, String)] {
+        &self.rules
+    }
+
+    /// Evaluate one rule with `input`; prints are returned when `prints` is set.
+    pub(crate) fn eval_rule_raw(
+        &self,
+        rule: &str,
+        input: Value,
+    ) -> (Result<Value, String>, Vec<String>) {
+        let mut engine = self.engine.clone();
+        engine.set_input(input);
+        let result = engine
+            .eval_rule(rule.to_string())
+            .map_err(|e| e.to_string());
+        let prints = engine.take_prints().unwrap_or_default();
+        (result, prints)
+    }
+
+    fn eval_entry(&self, rule: &str, input: Value) -> Result<Value, String> {
+        let mut engine = self.engine.clone();
+        engine.set_input(input);
+        engine
+            .eval_rule(rule.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Evaluate `data.chaperone.authz` for one call. Never fails: errors deny.
+    pub fn eval_call(&self, input: Value) -> Decision {
+        match self.eval_entry(AUTHZ_ENTRY, input) {
+            Ok(v) => decision_from_value(&v),
+            Err(e) => Decision::failed(format!("policy evaluation failed: {e}")),
+        }
+    }
+
+    /// Evaluate `data.chaperone.session` for a proposed (or live) session. Never fails: errors deny.
+    pub fn eval_session(&self, input: Value) -> SessionDecision {
+        match self.eval_entry(SESSION_ENTRY, input) {
+            Ok(v) => session_from_value(&v),
+            Err(e) => SessionDecision::failed(format!("policy evaluation failed: {e}")),
+        }
+    }
+}
+
+fn field<'a>(obj: &'a Value, name: &str) -> &'a Value {
+    match obj {
+        Value::Object(o) => o.get(&Value::from(name)).unwrap_or(&Value::Undefined),
+        _ => &Value::Undefined,
+    }
+}
+
+fn want_bool(v: &Value, rule: &str) -> Result<bool, String> {
+    match v {
+        Value::Null | Value::Undefined => Ok(false),
+        Value::Bool(b) => Ok(*b),
+        other => Err(format!(
+            "{rule} must be a boolean, got {}",
+            type_name(other)
+        )),
+    }
+}
+
+fn want_string_set(v: &Value, rule: &str) -> Result<Vec<String>, String> {
+    match v {
+        Value::Null | Value::Undefined => Ok(Vec::new()),
+        Value::Set(s) => s
+            .iter()
+            .map(|m| match m {
+                Value::String(s) => Ok(s.to_string()),
+                other => Err(format!(
+                    "{rule} must be a set of strings, has a {} member",
+                    type_name(other)
+                )),
+            })
+            .collect(),
+        other => Err(format!(
+            "{rule} must be a set of strings, got {}",
+            type_name(other)
+        )),
+    }
+}
+
+fn want_opt_string(v: &Value, rule: &str) -> Result<Option<String>, String> {
+    match v {
+        Value::Null | Value::Undefined => Ok(None),
+        Value::String(s) => Ok(Some(s.to_string())),
+        other => Err(format!("{rule} must be a string, got {}", type_name(other))),
+    }
+}
+
+fn want_opt_string_list(v: &Value, rule: &str) -> Result<Option<Vec<String>>, String> {
+    let conv = |m: &Value| match m {
+        Value::String(s) => Ok(s.to_string()),
+        other => Err(format!(
+            "{rule} must contain only strings, has a {}",
+            type_name(other)
+        )),
+    };
+    match v {
+        Value::Null | Value::Undefined => Ok(None),
+        Value::Array(a) => a.iter().map(conv).collect::<Result<Vec<_>, _>>().map(Some),
+        Value::Set(s) => s.iter().map(conv).collect::<Result<Vec<_>, _>>().map(Some),
+        other => Err(format!(
+            "{rule} must be an array of strings, got {}",
+            type_name(other)
+        )),
+    }
+}
+
+fn note(slot: &mut Option<String>, r: Result<(), String>) {
+    if let (None, Err(e)) = (slot.as_ref(), r) {
+        *slot = Some(e);
+    }
+}
+
+/// Turn the gathered authz object into a [`Decision`], failing closed on any type error.
+/// Fields that parsed are kept (so `revoke_session` still applies), but `allow` is false.
+pub(crate) fn decision_from_value(v: &Value) -> Decision {
+    let mut d = Decision::default();
+    let mut err = None;
+    note(
+        &mut err,
+        want_bool(field(v, "allow"), "data.chaperone.authz.allow").map(|b| d.allow = b),
+    );
+    note(
+        &mut err,
+        want_string_set(field(v, "deny"), "data.chaperone.authz.deny").map(|x| d.deny = x),
+    );
+    note(
+        &mut err,
+        want_string_set(field(v, "approval"), "data.chaperone.authz.approval")
+            .map(|x| d.approval = x),
+    );
+    note(
+        &mut err,
+        want_opt_string(field(v, "credential"), "data.chaperone.authz.credential")
+            .map(|x| d.credential = x),
+    );
+    note(
+        &mut err,
+        want_opt_string_list(field(v, "scopes"), "data.chaperone.authz.scopes")
+            .map(|x| d.scopes = x),
+    );
+    note(
+        &mut err,
+        want_string_set(
+            field(v, "revoke_session"),
+            "data.chaperone.authz.revoke_session",
+        )
+        .map(|x| d.revoke_session = x),
+    );
+    if err.is_some() {
+        d.allow = false;
+        d.error = err;
+    }
+    d
+}
+
+/// Turn the gathered session object into a [`SessionDecision`], failing closed.
+pub(crate) fn session_from_value(v: &Value) -> SessionDecision {
+    let mut d = SessionDecision::default();
+    let mut err = None;
+    note(
+        &mut err,
+        want_bool(field(v, "allow"), "data.chaperone.session.allow").map(|b| d.allow = b),
+    );
+    note(
+        &mut err,
+        want_string_set(field(v, "deny"), "data.chaperone.session.deny").map(|x| d.deny = x),
+    );
+    note(
+        &mut err,
+        want_opt_string_list(field(v, "scopes"), "data.chaperone.session.scopes")
+            .map(|x| d.scopes = x),
+    );
+    let ttl = want_opt_string(field(v, "max_ttl"), "data.chaperone.session.max_ttl").and_then(
+        |s| match s {
+            None => Ok(None),
+            Some(s) => match parse_duration(&s) {
+                Some(d) if !d.is_zero() => Ok(Some(d)),
+                _ => Err(format!(
+                    "data.chaperone.session.max_ttl {s:?} is not a positive duration like \"10m\""
+                )),
+            },
+        },
+    );
+    note(&mut err, ttl.map(|t| d.max_ttl = t));
+    if err.is_some() {
+        d.allow = false;
+        d.error = err;
+    }
+    d
+}

@@ -1,0 +1,454 @@
+//! Loading, evaluation, reload and runner behaviour against real files.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chaperone_policy::{
+    eval_report, json_to_value, run_tests, PolicyError, PolicyHandle, PolicyOptions, PolicySet,
+    PolicyWatcher, ReloadOutcome,
+};
+use serde_json::json;
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+fn library() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies")
+}
+
+const ALLOW_ALL: &str = "package chaperone.authz\nallow := true\n";
+
+fn call_input() -> serde_json::Value {
+    json!({
+        "identity": {"spiffe_id": "spiffe://prod.example.org/ns/support/sa/bot", "trust_domain": "prod.example.org",
+                     "path": "/ns/support/sa/bot", "attributes": {"kind": "support", "agent": "support-bot"}},
+        "session": {"id": "s1", "task": "look up order 123", "intent": {"summary": "s", "tools": ["orders-api"]},
+                    "scopes": ["orders:read"], "created_at": "2026-12-01T09:00:00Z", "expires_at": "2026-12-01T09:15:00Z",
+                    "delegation_chain": ["spiffe://prod.example.org/ns/support/sa/bot"],
+                    "stats": {"requests": 3, "denied": 0, "routes": {"orders-api": 3}, "data_domains": ["billing"], "requests_last_minute": 3}},
+        "request": {"method": "GET", "path": "/orders/v1/orders/123", "route_path": "/v1/orders/123", "segments": ["v1", "orders", "123"],
+                    "query": {}, "host": "127.0.0.1", "headers": {"accept": "application/json"}, "body_bytes": 0},
+        "route": {"name": "orders-api", "upstream": "https://orders.internal", "labels": {"sensitivity": "high", "data_domain": "billing"}},
+        "environment": {"time": "2026-12-01T10:00:00Z", "node": "n", "namespace": "support", "pod": "p"}
+    })
+}
+
+#[test]
+fn loads_library_and_decides() {
+    let set = PolicySet::load(&[library()]).unwrap();
+    assert_eq!(set.revision().len(), 64);
+    assert!(set
+        .files()
+        .iter()
+        .all(|f| !f.to_string_lossy().ends_with("_test.rego")));
+    assert!(set.files().iter().any(|f| f.ends_with("data.yaml")));
+    let d = set.eval_call(json_to_value(&call_input()));
+    assert!(d.permitted(), "{d:?}");
+    assert_eq!(d.scopes, Some(vec!["orders:read".to_string()]));
+
+    let mut post = call_input();
+    post["request"]["method"] = json!("POST");
+    let d = set.eval_call(json_to_value(&post));
+    assert!(!d.permitted());
+    assert_eq!(
+        d.deny,
+        vec![
+            "Support agents are read-only: the POST method is not allowed (only GET and HEAD)."
+                .to_string()
+        ]
+    );
+
+    let mut night = call_input();
+    night["environment"]["time"] = json!("2026-12-01T23:00:00Z");
+    let d = set.eval_call(json_to_value(&night));
+    assert!(d.permitted() && d.approval.len() == 1, "{d:?}");
+
+    let mut no_session = call_input();
+    no_session["session"] = serde_json::Value::Null;
+    assert!(!set.eval_call(json_to_value(&no_session)).permitted());
+}
+
+#[test]
+fn session_decision_from_library() {
+    let set = PolicySet::load(&[library()]).unwrap();
+    let input = json!({"identity": {"attributes": {"kind": "support"}},
+        "session": {"task": "t", "intent": {}, "scopes": ["orders:read", "admin"], "ttl": "10m", "parent": null, "delegation_chain": []}});
+    let s = set.eval_session(json_to_value(&input));
+    assert!(s.permitted(), "{s:?}");
+    assert_eq!(s.max_ttl, Some(Duration::from_secs(900)));
+    assert_eq!(s.scopes.as_deref().map(<[String]>::len), Some(3));
+    let robot = json!({"identity": {"attributes": {"kind": "robot"}}, "session": {"task": "t"}});
+    assert!(!set.eval_session(json_to_value(&robot)).permitted());
+}
+
+#[test]
+fn parse_error_names_real_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "ok.rego", ALLOW_ALL);
+    write(
+        dir.path(),
+        "sub/broken.rego",
+        "package chaperone.authz\n\nallow if {\n  input.x ==\n",
+    );
+    let err = PolicySet::load(&[dir.path().to_path_buf()])
+        .unwrap_err()
+        .to_string();
+    let expected = format!("{}:", dir.path().join("sub/broken.rego").display());
+    assert!(err.contains(&expected), "{err}");
+    assert!(err.contains(":4:") || err.contains(":5:"), "{err}");
+}
+
+#[test]
+fn data_files_mount_like_bundles_and_conflicts_name_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.rego",
+        "package chaperone.authz\nallow if { data.a.b.x == 1; data.top == \"t\"; data.a.y == 2 }\n",
+    );
+    write(dir.path(), "data.json", r#"{"top": "t", "a": {"y": 2}}"#);
+    write(dir.path(), "a/b/data.yaml", "x: 1\n");
+    write(dir.path(), "a/b/fixture.json", "{ not data");
+    write(dir.path(), ".hidden/data.json", "{ broken");
+    write(dir.path(), "x_test.rego", "package broken {{{");
+    let set = PolicySet::load(&[dir.path().to_path_buf()]).unwrap();
+    assert!(set.eval_call(json_to_value(&json!({}))).allow);
+    assert_eq!(set.files().len(), 3);
+
+    write(dir.path(), "a/data.yml", "b:\n  x: 3\n");
+    let err = PolicySet::load(&[dir.path().to_path_buf()]).unwrap_err();
+    match &err {
+        PolicyError::DataConflict { key, first, second } => {
+            assert_eq!(key, "a.b.x");
+            assert!(
+                first.ends_with("a/b/data.yaml") || second.ends_with("a/b/data.yaml"),
+                "{err}"
+            );
+            assert!(
+                first.ends_with("a/data.yml") || second.ends_with("a/data.yml"),
+                "{err}"
+            );
+        }
+        other => panic!("unexpected {other}"),
+    }
+    std::fs::remove_file(dir.path().join("a/data.yml")).unwrap();
+    write(dir.path(), "a/data.yml", "b: [1, 2\n");
+    let err = PolicySet::load(&[dir.path().to_path_buf()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("a/data.yml:"), "{err}");
+}
+
+#[test]
+fn revision_tracks_content() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.rego", ALLOW_ALL);
+    let r1 = PolicySet::load(&[dir.path().to_path_buf()])
+        .unwrap()
+        .revision()
+        .to_owned();
+    let r1b = PolicySet::load(&[dir.path().to_path_buf()])
+        .unwrap()
+        .revision()
+        .to_owned();
+    assert_eq!(r1, r1b);
+    write(
+        dir.path(),
+        "p.rego",
+        "package chaperone.authz\nallow := false\n",
+    );
+    let r2 = PolicySet::load(&[dir.path().to_path_buf()])
+        .unwrap()
+        .revision()
+        .to_owned();
+    assert_ne!(r1, r2);
+}
+
+fn set_of(src: &str) -> PolicySet {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.rego", src);
+    PolicySet::load(&[dir.path().to_path_buf()]).unwrap()
+}
+
+#[test]
+fn wrong_types_and_errors_fail_closed() {
+    let cases = [
+        (
+            "package chaperone.authz\nallow := \"yes\"\n",
+            "allow must be a boolean",
+        ),
+        (
+            "package chaperone.authz\nallow := true\ndeny := [\"x\"]\n",
+            "deny must be a set",
+        ),
+        (
+            "package chaperone.authz\nallow := true\ndeny contains 1 if true\n",
+            "has a number member",
+        ),
+        (
+            "package chaperone.authz\nallow := true\ncredential := 3\n",
+            "credential must be a string",
+        ),
+        (
+            "package chaperone.authz\nallow := true\nscopes := \"a\"\n",
+            "scopes must be an array",
+        ),
+        (
+            "package chaperone.authz\nallow := true\nallow := false if input.x\n",
+            "policy evaluation failed",
+        ),
+        (
+            "package chaperone.authz\nallow if { x := 1 / input.zero; x > 0 }\n",
+            "policy evaluation failed",
+        ),
+    ];
+    for (src, want) in cases {
+        let d = set_of(src).eval_call(json_to_value(&json!({"x": true, "zero": 0})));
+        assert!(!d.allow && !d.permitted(), "{src}: {d:?}");
+        let e = d.error.clone().unwrap_or_default();
+        assert!(e.contains(want), "{src}: {e}");
+    }
+    // Undefined everything: deny, no error.
+    let d = set_of("package chaperone.other\nx := 1\n").eval_call(json_to_value(&json!({})));
+    assert!(!d.permitted() && d.error.is_none());
+    // A permitted decision with all fields.
+    let d = set_of("package chaperone.authz\nallow := true\ncredential := \"kv\"\nscopes := [\"a\"]\napproval contains \"why\" if true\n")
+        .eval_call(json_to_value(&json!({})));
+    assert!(d.permitted());
+    assert_eq!((d.credential.as_deref(), d.approval.len()), (Some("kv"), 1));
+    // A deny reason overrides allow.
+    let d = set_of("package chaperone.authz\nallow := true\ndeny contains \"no\" if true\n")
+        .eval_call(json_to_value(&json!({})));
+    assert!(d.allow && !d.permitted());
+}
+
+#[test]
+fn session_max_ttl_must_parse() {
+    let bad = set_of("package chaperone.session\nallow := true\nmax_ttl := \"ten minutes\"\n");
+    let s = bad.eval_session(json_to_value(&json!({})));
+    assert!(!s.allow && s.error.unwrap_or_default().contains("max_ttl"));
+    let good = set_of("package chaperone.session\nallow := true\nmax_ttl := \"1h30m\"\nscopes := {\"b\", \"a\"}\n");
+    let s = good.eval_session(json_to_value(&json!({})));
+    assert!(s.permitted());
+    assert_eq!(s.max_ttl, Some(Duration::from_secs(5400)));
+    assert_eq!(s.scopes, Some(vec!["a".into(), "b".into()]));
+}
+
+#[test]
+fn evaluation_is_time_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.rego",
+        "package chaperone.authz\nallow if { count([x | some a in numbers.range(1, 2000); some b in numbers.range(1, 2000); x := a * b]) > 0 }\n",
+    );
+    let opts = PolicyOptions {
+        eval_timeout: Duration::from_millis(20),
+    };
+    let set = PolicySet::load_with(&[dir.path().to_path_buf()], &opts).unwrap();
+    let start = Instant::now();
+    let d = set.eval_call(json_to_value(&json!({})));
+    let took = start.elapsed();
+    assert!(!d.allow, "{d:?}");
+    assert!(d.error.is_some(), "{d:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn reload_keeps_last_good_and_inflight_arc() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.rego", ALLOW_ALL);
+    let handle =
+        PolicyHandle::new(vec![dir.path().to_path_buf()], PolicyOptions::default()).unwrap();
+    let old = handle.current();
+    write(dir.path(), "p.rego", "package chaperone.authz\nallow := \n");
+    assert!(handle.reload().is_err());
+    assert_eq!(handle.current().revision(), old.revision());
+    write(
+        dir.path(),
+        "p.rego",
+        "package chaperone.authz\nallow := false\n",
+    );
+    let new = handle.reload().unwrap();
+    assert_ne!(new.revision(), old.revision());
+    assert!(
+        old.eval_call(json_to_value(&json!({}))).allow,
+        "in-flight Arc keeps its policy"
+    );
+    assert!(!handle.current().eval_call(json_to_value(&json!({}))).allow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_reports_modified_added_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.rego", ALLOW_ALL);
+    let handle = Arc::new(
+        PolicyHandle::new(vec![dir.path().to_path_buf()], PolicyOptions::default()).unwrap(),
+    );
+    let seen: Arc<Mutex<Vec<ReloadOutcome>>> = Arc::default();
+    let s2 = seen.clone();
+    let _w = PolicyWatcher::spawn(handle.clone(), Duration::from_millis(50), move |o| {
+        s2.lock().unwrap().push(o.clone())
+    });
+    tokio::time::sleep(Duration::from_millis(120)).await;
+
+    async fn wait_for(seen: &Arc<Mutex<Vec<ReloadOutcome>>>, n: usize) {
+        for _ in 0..100 {
+            if seen.lock().unwrap().len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "watcher reported {} outcomes, wanted {n}",
+            seen.lock().unwrap().len()
+        );
+    }
+    // added
+    write(
+        dir.path(),
+        "more/deny.rego",
+        "package chaperone.authz\ndeny contains \"no\" if true\n",
+    );
+    wait_for(&seen, 1).await;
+    assert!(!handle
+        .current()
+        .eval_call(json_to_value(&json!({})))
+        .permitted());
+    // modified, broken
+    write(
+        dir.path(),
+        "more/deny.rego",
+        "package chaperone.authz\ndeny contains \n",
+    );
+    wait_for(&seen, 2).await;
+    assert!(matches!(
+        seen.lock().unwrap()[1],
+        ReloadOutcome::Failed { .. }
+    ));
+    // removed
+    std::fs::remove_file(dir.path().join("more/deny.rego")).unwrap();
+    wait_for(&seen, 3).await;
+    assert!(matches!(
+        seen.lock().unwrap()[2],
+        ReloadOutcome::Reloaded { .. }
+    ));
+    assert!(handle
+        .current()
+        .eval_call(json_to_value(&json!({})))
+        .permitted());
+}
+
+#[test]
+fn concurrent_evaluation_from_threads() {
+    let set = Arc::new(PolicySet::load(&[library()]).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let set = set.clone();
+            std::thread::spawn(move || {
+                let mut input = call_input();
+                if i % 2 == 1 {
+                    input["request"]["method"] = json!("DELETE");
+                }
+                (0..200).all(|_| set.eval_call(json_to_value(&input)).permitted() == (i % 2 == 0))
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap());
+    }
+}
+
+#[test]
+fn runner_reports_failures_and_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.rego", ALLOW_ALL);
+    write(
+        dir.path(),
+        "p_test.rego",
+        "package chaperone.authz_test\ntest_ok if data.chaperone.authz.allow\ntest_bad if not data.chaperone.authz.allow\ntest_value := 3\ntest_err if { x := 1 / 0; x }\n",
+    );
+    let mut out = Vec::new();
+    let s = run_tests(&[dir.path().to_path_buf()], None, false, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!((s.passed, s.failed), (1, 3), "{text}");
+    assert!(
+        text.contains("p_test.rego: data.chaperone.authz_test.test_bad (undefined)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("data.chaperone.authz_test.test_value (3)"),
+        "{text}"
+    );
+    assert!(text.contains("FAIL ") && !text.contains("PASS "), "{text}");
+    assert!(text.ends_with("1 passed, 3 failed\n"), "{text}");
+
+    let re = regex::Regex::new("test_ok$").unwrap();
+    let mut out = Vec::new();
+    let s = run_tests(&[dir.path().to_path_buf()], Some(&re), true, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!((s.passed, s.failed), (1, 0));
+    assert!(
+        text.starts_with("PASS ") && text.ends_with("1 passed, 0 failed\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn eval_report_explains() {
+    let set = PolicySet::load(&[library()]).unwrap();
+    let r = eval_report(&set, &call_input(), true);
+    assert_eq!(r.kind, "call");
+    assert!(r.permitted);
+    let ex = r.explain.as_ref().unwrap();
+    assert_eq!(ex.rules["allow"], json!(true));
+    assert!(ex.rules.contains_key("deny"));
+    let j = serde_json::to_value(&r).unwrap();
+    assert_eq!(j["decision"]["allow"], json!(true));
+    let session_input = json!({"identity": {"attributes": {"kind": "code"}}, "session": {"task": "t", "scopes": []}});
+    let r = eval_report(&set, &session_input, false);
+    assert_eq!(r.kind, "session");
+    assert!(r.session.unwrap().permitted());
+    assert!(r.explain.is_none());
+}
+
+/// Prints p50/p99 per decision for the example library (run with --nocapture).
+#[test]
+fn decision_latency_report() {
+    let set = PolicySet::load(&[library()]).unwrap();
+    let input = call_input();
+    for _ in 0..200 {
+        let _ = set.eval_call(json_to_value(&input));
+    }
+    let mut samples = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        let start = Instant::now();
+        let d = set.eval_call(json_to_value(&input));
+        samples.push(start.elapsed());
+        assert!(d.permitted());
+    }
+    samples.sort();
+    println!(
+        "eval_call example library (incl. json_to_value): p50 {:?} p90 {:?} p99 {:?}",
+        samples[1000], samples[1800], samples[1980]
+    );
+    // Baseline: a one-rule policy, to separate engine overhead from policy work.
+    let trivial = set_of(ALLOW_ALL);
+    let mut base = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        let start = Instant::now();
+        let d = trivial.eval_call(json_to_value(&input));
+        base.push(start.elapsed());
+        assert!(d.permitted());
+    }
+    base.sort();
+    println!(
+        "eval_call one-rule policy: p50 {:?} p99 {:?}",
+        base[1000], base[1980]
+    );
+}

@@ -1,0 +1,117 @@
+//! Header hygiene (SPEC §8): what is removed before a request leaves the sidecar,
+//! and what policy may see.
+
+use http::header::{self, HeaderMap, HeaderName};
+
+/// The session header (SPEC §4).
+pub const SESSION_HEADER: &str = "chaperone-session";
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies strip.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers never forwarded from the agent, and never shown to policy.
+const AGENT_CREDENTIALS: &[&str] = &["authorization", "proxy-authorization", "cookie", SESSION_HEADER, "x-forwarded-client-cert"];
+
+/// Is this header one the sidecar owns (`x-chaperone-*`)?
+fn is_reserved(name: &HeaderName) -> bool {
+    name.as_str().starts_with("x-chaperone-")
+}
+
+/// Remove everything SPEC §8 requires from an outbound request's headers.
+/// `inject_headers` are all headers any configured credential injects.
+pub fn sanitize_request(headers: &mut HeaderMap, inject_headers: &[HeaderName]) {
+    // Headers named in Connection are hop-by-hop too (read before removing Connection).
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in HOP_BY_HOP.iter().chain(AGENT_CREDENTIALS) {
+        headers.remove(*h);
+    }
+    for h in inject_headers {
+        headers.remove(h);
+    }
+    let reserved: Vec<HeaderName> = headers.keys().filter(|n| is_reserved(n)).cloned().collect();
+    for n in reserved {
+        headers.remove(n);
+    }
+}
+
+/// Remove hop-by-hop headers from a response going back to the agent.
+pub fn sanitize_response(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(*h);
+    }
+}
+
+/// Headers as policy sees them: lowercase names, repeated values joined with ", ".
+/// Called on the already sanitised map, so credentials, cookies and the session
+/// header are never present.
+pub fn policy_headers(headers: &HeaderMap) -> regorus::Value {
+    let mut m = std::collections::BTreeMap::new();
+    for name in headers.keys() {
+        let joined = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        m.insert(regorus::Value::from(name.as_str()), regorus::Value::from(joined));
+    }
+    regorus::Value::from(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn strips_everything_spec_lists() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret-thing, authorization"),
+            ("x-secret-thing", "1"),
+            ("authorization", "Bearer agent"),
+            ("proxy-authorization", "x"),
+            ("cookie", "a=b"),
+            ("chaperone-session", "chs_x"),
+            ("x-chaperone-identity", "forged"),
+            ("x-forwarded-client-cert", "forged"),
+            ("x-api-key", "agent-supplied"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("content-type", "application/json"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        sanitize_request(&mut h, &[HeaderName::from_static("x-api-key")]);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["content-type"]);
+    }
+}

@@ -1,0 +1,767 @@
+//! The request pipeline. Every agent call goes through these phases, in this
+//! order, and any phase may refuse. Nothing is forwarded unless every phase before
+//! `forward` succeeded: the decision path fails closed.
+//!
+//! ```text
+//!  1. connection checks   peer SVID still valid; HTTP/1 framing verdict (sniff.rs)
+//!  2. reserved API        /.chaperone/v1/sessions...  -> session_api.rs
+//!  3. request target      CONNECT / upgrade / Host / absolute-form checks; canonical path
+//!  4. route               host, then longest prefix                       -> 404 no_route
+//!  5. identity            SPIFFE ID -> `identities` attributes            -> 403
+//!  6. session             `chaperone-session` token, bound to the SPIFFE ID -> 401/403
+//!  7. header hygiene      hop-by-hop, agent credentials, cookies, x-chaperone-*
+//!  8. inspection          MCP JSON-RPC body (size-capped, strict)         -> 400
+//!  9. decision            Rego `data.chaperone.authz`                      -> 403 denied
+//! 10. revoke_session      anomaly -> end the whole session                -> 403
+//! 11. approval            hold for a human                                -> 403 on deny/timeout
+//! 12. credential          JIT credential for (session, credential)       -> 503
+//! 13. forward             pooled upstream client, exact canonical path    -> 502/504
+//! 14. response            hop-by-hop stripped; MCP tools/list filtered
+//! 15. account             session stats, metrics, audit `request.decided`
+//! ```
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use chaperone_audit::AuditEvent;
+use chaperone_config::Protocol;
+use chaperone_credentials::IssueContext;
+use chaperone_identity::SpiffeId;
+use chaperone_policy::Decision;
+use chaperone_sessions::{EndReason, Session, SessionError};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use regorus::Value;
+
+use crate::approvals::{self, ApprovalRecord, HoldOutcome};
+use crate::body::{self, ProxyBody};
+use crate::canon;
+use crate::error::{Code, Refusal};
+use crate::headers::{self, SESSION_HEADER};
+use crate::input::{self, obj, CallInput};
+use crate::mcp_phase;
+use crate::sidecar::{intent_summary, Sidecar};
+use crate::sniff::{Verdict, Verdicts};
+
+/// Per-connection facts, fixed at handshake time.
+pub struct ConnInfo {
+    pub spiffe: SpiffeId,
+    /// Peer certificate expiry (unix seconds).
+    pub not_after: i64,
+    pub peer: std::net::SocketAddr,
+    /// HTTP/1 framing verdicts (absent on HTTP/2, whose framing is unambiguous).
+    pub verdicts: Option<Arc<Verdicts>>,
+}
+
+/// What the audit record and metrics of one call need, filled in as phases run.
+pub struct CallRecord {
+    pub request_id: String,
+    pub started: Instant,
+    pub method: String,
+    pub path: String,
+    pub route: Option<String>,
+    pub session: Option<Arc<Session>>,
+    pub tool: Option<String>,
+    pub decision: &'static str,
+    pub reasons: Vec<String>,
+    pub credential: Option<String>,
+    pub credential_id: Option<String>,
+    pub status: u16,
+    pub policy_revision: Option<String>,
+    /// Set when the session stats should count this call.
+    pub counted: bool,
+    pub data_domain: Option<String>,
+}
+
+fn new_request_id() -> String {
+    let mut b = [0u8; 12];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    hex::encode(b)
+}
+
+/// Entry point for every agent request.
+pub async fn handle(
+    sc: Arc<Sidecar>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let mut rec = CallRecord {
+        request_id: new_request_id(),
+        started: Instant::now(),
+        method: req.method().as_str().to_owned(),
+        path: req.uri().path().to_owned(),
+        route: None,
+        session: None,
+        tool: None,
+        decision: "refused",
+        reasons: Vec::new(),
+        credential: None,
+        credential_id: None,
+        status: 0,
+        policy_revision: None,
+        counted: false,
+        data_domain: None,
+    };
+    let mcp_route = std::cell::Cell::new(false);
+    let result = run(&sc, &conn, req, &mut rec, &mcp_route).await;
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err((refusal, close)) => {
+            if rec.reasons.is_empty() {
+                rec.reasons = if refusal.reasons.is_empty() { vec![refusal.message.clone()] } else { refusal.reasons.clone() };
+            }
+            if mcp_route.get() {
+                mcp_phase::refusal_response(refusal, &rec.request_id)
+            } else {
+                refusal.into_response(&rec.request_id, close)
+            }
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    rec.status = resp.status().as_u16();
+    account(&sc, &conn, rec);
+    Ok(resp)
+}
+
+type PhaseResult<T> = Result<T, (Refusal, bool)>;
+
+fn refuse<T>(r: Refusal) -> PhaseResult<T> {
+    Err((r, false))
+}
+
+async fn run(
+    sc: &Arc<Sidecar>,
+    conn: &Arc<ConnInfo>,
+    req: Request<Incoming>,
+    rec: &mut CallRecord,
+    mcp_route: &std::cell::Cell<bool>,
+) -> PhaseResult<Response<ProxyBody>> {
+    // 1. connection checks ---------------------------------------------------
+    if let Some(v) = &conn.verdicts {
+        if let Verdict::Ambiguous(why) = v.next() {
+            return Err((Refusal::bad_request(format!("ambiguous request framing: {why}")), true));
+        }
+    }
+    let now_unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    if now_unix > conn.not_after {
+        return Err((
+            Refusal::new(Code::Denied, "client certificate has expired; reconnect with a current SVID")
+                .with_status(StatusCode::UNAUTHORIZED),
+            true,
+        ));
+    }
+
+    // 2. reserved API ----------------------------------------------------------
+    if req.uri().path().starts_with("/.chaperone/") {
+        rec.route = Some("chaperone-api".into());
+        return crate::session_api::handle(sc, conn, req, rec).await.map_err(|r| (r, false));
+    }
+
+    // 3. request target ----------------------------------------------------------
+    let (mut parts, body) = req.into_parts();
+    if parts.method == Method::CONNECT {
+        return Err((Refusal::bad_request("CONNECT is not supported"), true));
+    }
+    if parts.headers.get_all(header::HOST).iter().count() > 1 {
+        return Err((Refusal::bad_request("duplicate Host header"), true));
+    }
+    if parts.headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+        return Err((Refusal::bad_request("duplicate Content-Length"), true));
+    }
+    let host = request_host(&parts.uri, &parts.headers).map_err(|r| (r, true))?;
+    let path = canon::canonicalize_path(parts.uri.path()).map_err(|e| (Refusal::bad_request(e.to_string()), false))?;
+    let query = parts.uri.query().map(str::to_owned);
+    if let Some(q) = &query {
+        canon::check_query(q).map_err(|e| (Refusal::bad_request(e.to_string()), false))?;
+    }
+    rec.path = path.clone();
+
+    // 4. route -------------------------------------------------------------------
+    let routing = sc.routing.load_full();
+    let Some(m) = routing.routes.lookup(host.as_deref(), &path) else {
+        return refuse(Refusal::new(Code::NoRoute, format!("no route matches {path}")));
+    };
+    let route = m.route.clone();
+    let route_path = m.route_path.to_owned();
+    rec.route = Some(route.route.name.clone());
+    rec.data_domain = route.data_domain.clone();
+    let is_mcp = route.route.protocol == Protocol::Mcp;
+    mcp_route.set(is_mcp);
+    if parts.headers.contains_key(header::UPGRADE) {
+        return Err((Refusal::bad_request(format!("protocol upgrade is not allowed on route {}", route.route.name)), true));
+    }
+
+    // 5. identity ------------------------------------------------------------------
+    let Some(attributes) = routing.identities.resolve(&conn.spiffe) else {
+        return refuse(Refusal::new(
+            Code::Denied,
+            format!("identity {} matches no `identities` entry", conn.spiffe),
+        ));
+    };
+    let identity = input::identity_value(conn.spiffe.as_str(), conn.spiffe.trust_domain(), conn.spiffe.path(), attributes);
+
+    // 6. session --------------------------------------------------------------------
+    let session = authenticate(sc, conn, &parts.headers).map_err(|r| (r, false))?;
+    rec.session = session.clone();
+
+    // 7. header hygiene (before policy: policy never sees credentials) ---------------
+    headers::sanitize_request(&mut parts.headers, &routing.inject_headers);
+    parts.headers.remove(header::HOST);
+
+    // 8. inspection --------------------------------------------------------------------
+    let body_len = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let cfg = sc.cfg();
+    let mut buffered: Option<Bytes> = None;
+    let mut mcp_value = Value::Null;
+    let mut mcp_req = None;
+    if is_mcp && parts.method == Method::POST {
+        let bytes = read_body(body_limit_body(body), cfg.limits.max_body_bytes).await.map_err(|r| (r, false))?;
+        let parsed = mcp_phase::inspect(&parts.headers, &bytes, cfg.limits.max_body_bytes).map_err(|r| (r, false))?;
+        rec.tool = parsed.tool.clone();
+        mcp_value = mcp_phase::mcp_value(&parsed);
+        mcp_req = Some(parsed);
+        buffered = Some(bytes);
+        return decide_and_forward(
+            sc, conn, rec, parts, None, buffered, body_len, route, route_path, query, host, identity, session, mcp_value, mcp_req,
+        )
+        .await;
+    }
+    let _ = &mut buffered;
+    let _ = &mut mcp_value;
+    decide_and_forward(
+        sc, conn, rec, parts, Some(body), None, body_len, route, route_path, query, host, identity, session, Value::Null, mcp_req,
+    )
+    .await
+}
+
+fn body_limit_body(b: Incoming) -> Incoming {
+    b
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn decide_and_forward(
+    sc: &Arc<Sidecar>,
+    conn: &Arc<ConnInfo>,
+    rec: &mut CallRecord,
+    mut parts: http::request::Parts,
+    stream_body: Option<Incoming>,
+    mut buffered: Option<Bytes>,
+    body_len: Option<u64>,
+    route: Arc<crate::route::RouteEntry>,
+    route_path: String,
+    query: Option<String>,
+    host: Option<String>,
+    identity: Value,
+    session: Option<Arc<Session>>,
+    mcp_value: Value,
+    mcp_req: Option<chaperone_mcp::McpRequest>,
+) -> PhaseResult<Response<ProxyBody>> {
+    let cfg = sc.cfg();
+    let routing = sc.routing.load_full();
+    let now = SystemTime::now();
+
+    // Hidden tools stay hidden: a tool filtered out of tools/list is denied on call.
+    if let (Some(m), Some(tool)) = (&mcp_req, &rec.tool) {
+        if m.method == "tools/call" && mcp_phase::is_hidden(sc, conn, session.as_deref(), &route.route.name, tool) {
+            rec.decision = "deny";
+            rec.counted = true;
+            let reason = format!("tool {tool} is not available to this session");
+            rec.reasons = vec![reason.clone()];
+            return refuse(Refusal::new(Code::Denied, "call denied by policy").with_reasons(vec![reason]));
+        }
+    }
+
+    // 9. decision ----------------------------------------------------------------------
+    let session_value = match &session {
+        Some(s) => input::json(s.policy_view(now)),
+        None => Value::Null,
+    };
+    let env_value = input::environment_value(&cfg.environment, &input::rfc3339(now));
+    let segments = input::str_array(canon::segments(&route_path));
+    let request_base = RequestParts {
+        method: parts.method.as_str().to_owned(),
+        path: rec.path.clone(),
+        route_path: route_path.clone(),
+        segments,
+        query: input::query_value(query.as_deref()),
+        host: host.clone().unwrap_or_default(),
+        headers: headers::policy_headers(&parts.headers),
+        body_bytes: buffered.as_ref().map(|b| b.len() as u64).or(body_len),
+    };
+    let make_input = |mcp: Value| {
+        CallInput {
+            identity: identity.clone(),
+            session: session_value.clone(),
+            request: request_base.to_value(mcp),
+            route: route.policy_value.clone(),
+            environment: env_value.clone(),
+        }
+        .into_value()
+    };
+    let set = sc.policy.current();
+    rec.policy_revision = Some(set.revision().to_owned());
+    let t = Instant::now();
+    let decision: Decision = set.eval_call(make_input(mcp_value.clone()));
+    sc.metrics.policy_eval.observe(t.elapsed().as_secs_f64());
+    rec.counted = true;
+
+    if let Some(err) = &decision.error {
+        tracing::error!(request_id = %rec.request_id, error = %err, "policy evaluation failed: denying");
+        rec.decision = "error";
+        return refuse(
+            Refusal::new(Code::Denied, "policy evaluation failed; the call is denied")
+                .with_reasons(vec!["policy evaluation error".into()]),
+        );
+    }
+
+    // 10. revoke_session -------------------------------------------------------------------
+    if !decision.revoke_session.is_empty() {
+        rec.decision = "deny";
+        rec.reasons = decision.revoke_session.clone();
+        if let Some(s) = &session {
+            sc.end_session(&s.id, EndReason::PolicyRevoked(decision.revoke_session.clone())).await;
+        }
+        let mut reasons = decision.revoke_session.clone();
+        reasons.extend(decision.deny.iter().cloned());
+        return refuse(Refusal::new(Code::Denied, "session revoked by policy").with_reasons(reasons));
+    }
+    if !decision.deny.is_empty() || !decision.allow {
+        rec.decision = "deny";
+        let reasons = if decision.deny.is_empty() {
+            vec!["no policy rule allows this call".to_owned()]
+        } else {
+            decision.deny.clone()
+        };
+        rec.reasons = reasons.clone();
+        return refuse(Refusal::new(Code::Denied, "call denied by policy").with_reasons(reasons));
+    }
+    if !sc.audit_ok() {
+        rec.decision = "error";
+        return refuse(Refusal::new(Code::Unavailable, "audit log unavailable; calls are refused (on_audit_failure: deny)"));
+    }
+
+    // 11. approval ------------------------------------------------------------------------------
+    if !decision.approval.is_empty() {
+        // Bind the approval to the exact body: buffer it (bounded) to hash it.
+        if buffered.is_none() {
+            if let Some(b) = stream_body {
+                buffered = Some(read_body(b, cfg.limits.max_body_bytes).await.map_err(|r| (r, false))?);
+            }
+            return approve_then_forward(
+                sc, conn, rec, parts, buffered, route, route_path, query, host, session, decision, mcp_req,
+            )
+            .await;
+        }
+        return approve_then_forward(sc, conn, rec, parts, buffered, route, route_path, query, host, session, decision, mcp_req)
+            .await;
+    }
+    rec.decision = "allow";
+
+    // 12-14.
+    let req_body = match (buffered, stream_body) {
+        (Some(b), _) => body::full(b),
+        (None, Some(b)) => body::incoming(b),
+        (None, None) => body::empty(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if let Some(n) = body_len {
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    let filter = tools_list_filter(sc, conn, &mcp_req, session.clone(), &route, &make_input);
+    forward(sc, rec, parts, req_body, &routing, &route, &route_path, query.as_deref(), session.as_ref(), &decision, filter).await
+}
+
+/// Everything of `input.request` but `mcp`.
+struct RequestParts {
+    method: String,
+    path: String,
+    route_path: String,
+    segments: Value,
+    query: Value,
+    host: String,
+    headers: Value,
+    body_bytes: Option<u64>,
+}
+
+impl RequestParts {
+    fn to_value(&self, mcp: Value) -> Value {
+        obj([
+            ("method", Value::from(self.method.as_str())),
+            ("path", Value::from(self.path.as_str())),
+            ("route_path", Value::from(self.route_path.as_str())),
+            ("segments", self.segments.clone()),
+            ("query", self.query.clone()),
+            ("host", Value::from(self.host.as_str())),
+            ("headers", self.headers.clone()),
+            ("body_bytes", self.body_bytes.map(Value::from).unwrap_or(Value::Null)),
+            ("mcp", mcp),
+        ])
+    }
+}
+
+fn tools_list_filter(
+    sc: &Arc<Sidecar>,
+    conn: &Arc<ConnInfo>,
+    mcp_req: &Option<chaperone_mcp::McpRequest>,
+    session: Option<Arc<Session>>,
+    route: &Arc<crate::route::RouteEntry>,
+    make_input: &dyn Fn(Value) -> Value,
+) -> Option<mcp_phase::ToolsFilter> {
+    let m = mcp_req.as_ref()?;
+    if m.method != "tools/list" {
+        return None;
+    }
+    // Precompute one input per call of the filter is not possible (tools unknown
+    // yet); capture a template input and substitute `request.mcp` per tool.
+    let template = make_input(Value::Null);
+    Some(mcp_phase::ToolsFilter {
+        sidecar: sc.clone(),
+        conn: conn.clone(),
+        session,
+        route: route.route.name.clone(),
+        request_id: m.id.clone().unwrap_or(serde_json::Value::Null),
+        template,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn approve_then_forward(
+    sc: &Arc<Sidecar>,
+    conn: &Arc<ConnInfo>,
+    rec: &mut CallRecord,
+    mut parts: http::request::Parts,
+    buffered: Option<Bytes>,
+    route: Arc<crate::route::RouteEntry>,
+    route_path: String,
+    query: Option<String>,
+    host: Option<String>,
+    session: Option<Arc<Session>>,
+    decision: Decision,
+    mcp_req: Option<chaperone_mcp::McpRequest>,
+) -> PhaseResult<Response<ProxyBody>> {
+    let cfg = sc.cfg();
+    let body_bytes = buffered.unwrap_or_default();
+    let timeout = cfg.approvals.timeout;
+    let now = SystemTime::now();
+    let record = ApprovalRecord {
+        id: approvals::new_id(),
+        spiffe_id: conn.spiffe.to_string(),
+        session_id: session.as_ref().map(|s| s.id.clone()),
+        task: session.as_ref().map(|s| s.task.clone()),
+        route: route.route.name.clone(),
+        method: parts.method.as_str().to_owned(),
+        path: rec.path.clone(),
+        host: host.clone().unwrap_or_default(),
+        tool: rec.tool.clone(),
+        body_sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, &body_bytes)),
+        arguments_sha256: mcp_req.as_ref().map(|m| {
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, m.arguments.to_string().as_bytes()))
+        }),
+        reasons: decision.approval.clone(),
+        request_id: rec.request_id.clone(),
+        created_at: input::rfc3339(now),
+        expires_at: input::rfc3339(approvals::expiry(timeout)),
+    };
+    let hold = sc.approvals.hold(record.clone());
+    sc.metrics.approvals_pending.set(sc.approvals.len() as i64);
+    let mut ev = approval_event("approval.requested", &record, session.as_deref());
+    ev.reasons = record.reasons.clone();
+    sc.audit(ev);
+    crate::webhook::notify(sc, &record);
+    tracing::info!(approval = %record.id, route = %record.route, path = %record.path, "call held for approval");
+
+    // If the agent disconnects, this future is dropped and `hold` with it: the
+    // approval disappears from the list (cancelled).
+    let outcome = hold.wait(timeout).await;
+    sc.metrics.approvals_pending.set(sc.approvals.len() as i64);
+    let (decision_str, by) = match &outcome {
+        HoldOutcome::Resolved(r) if r.approved => ("approved", r.by.clone()),
+        HoldOutcome::Resolved(r) => ("denied", r.by.clone()),
+        HoldOutcome::TimedOut => ("timeout", String::new()),
+    };
+    sc.metrics.approvals_resolved.with_label_values(&[decision_str]).inc();
+    let mut ev = approval_event("approval.resolved", &record, session.as_deref());
+    ev.decision = Some(decision_str.to_owned());
+    if !by.is_empty() {
+        ev.approver = Some(by.clone());
+    }
+    sc.audit(ev);
+    match outcome {
+        HoldOutcome::Resolved(r) if r.approved => {}
+        HoldOutcome::Resolved(r) => {
+            rec.decision = "approval_denied";
+            rec.reasons = record.reasons.clone();
+            return refuse(
+                Refusal::new(Code::ApprovalDenied, format!("approval {} denied by {}", record.id, r.by))
+                    .with_reasons(record.reasons),
+            );
+        }
+        HoldOutcome::TimedOut => {
+            rec.decision = "approval_timeout";
+            rec.reasons = record.reasons.clone();
+            return refuse(
+                Refusal::new(Code::ApprovalTimeout, format!("approval {} was not granted within {:?}", record.id, timeout))
+                    .with_reasons(record.reasons),
+            );
+        }
+    }
+    rec.decision = "allow";
+    rec.reasons = vec![format!("approved by {by}")];
+    // A session may have been revoked while the call waited.
+    if let Some(s) = &session {
+        if s.is_ended() {
+            return refuse(Refusal::new(Code::InvalidSession, "the session ended while the call waited for approval"));
+        }
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_bytes.len()));
+    let routing = sc.routing.load_full();
+    forward(sc, rec, parts, body::full(body_bytes), &routing, &route, &route_path, query.as_deref(), session.as_ref(), &decision, None)
+        .await
+}
+
+fn approval_event(kind: &str, r: &ApprovalRecord, session: Option<&Session>) -> AuditEvent {
+    let mut ev = match session {
+        Some(s) => crate::sidecar::session_event(kind, s),
+        None => {
+            let mut ev = AuditEvent::new(kind);
+            ev.spiffe_id = Some(r.spiffe_id.clone());
+            ev
+        }
+    };
+    ev.approval_id = Some(r.id.clone());
+    ev.route = Some(r.route.clone());
+    ev.method = Some(r.method.clone());
+    ev.path = Some(r.path.clone());
+    ev.mcp_tool = r.tool.clone();
+    ev.request_id = Some(r.request_id.clone());
+    ev
+}
+
+/// 12-14: credential, forward, response.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    sc: &Arc<Sidecar>,
+    rec: &mut CallRecord,
+    mut parts: http::request::Parts,
+    req_body: ProxyBody,
+    routing: &Arc<crate::sidecar::Routing>,
+    route: &Arc<crate::route::RouteEntry>,
+    route_path: &str,
+    query: Option<&str>,
+    session: Option<&Arc<Session>>,
+    decision: &Decision,
+    filter: Option<mcp_phase::ToolsFilter>,
+) -> PhaseResult<Response<ProxyBody>> {
+    let r = &route.route;
+    // 12. credential ----------------------------------------------------------------------------
+    let cred_name = decision.credential.clone().or_else(|| r.credential.clone());
+    let mut lease = None;
+    if let Some(name) = &cred_name {
+        rec.credential = Some(name.clone());
+        let ctx = IssueContext {
+            spiffe_id: rec_spiffe(session, sc, rec),
+            session_id: session.map(|s| s.id.clone()),
+            task: session.map(|s| s.task.clone()),
+            scopes: decision.scopes.clone().or_else(|| session.map(|s| s.scopes.clone())).unwrap_or_default(),
+            delegation_chain: session.map(|s| s.delegation_chain.clone()).unwrap_or_default(),
+            not_after: session.map(|s| s.expires_at).unwrap_or_else(|| SystemTime::now() + std::time::Duration::from_secs(300)),
+        };
+        match routing.credentials.acquire(name, &ctx).await {
+            Ok(l) => {
+                rec.credential_id = Some(l.id().to_owned());
+                let (h, v) = l.header().map_err(|e| {
+                    (Refusal::new(Code::CredentialUnavailable, format!("credential {name} could not be rendered: {e}")), false)
+                })?;
+                parts.headers.insert(h, v);
+                lease = Some(l);
+            }
+            Err(e) => {
+                rec.decision = "error";
+                tracing::warn!(request_id = %rec.request_id, credential = %name, error = %e, "credential unavailable");
+                return refuse(Refusal::new(Code::CredentialUnavailable, format!("credential {name} is unavailable: {e}")));
+            }
+        }
+    }
+
+    // 13. forward -----------------------------------------------------------------------------------
+    let mut target = String::with_capacity(r.upstream.url.len() + route_path.len() + 16);
+    target.push_str(&r.upstream.scheme);
+    target.push_str("://");
+    target.push_str(&r.upstream.authority);
+    target.push_str(&r.upstream.base_path);
+    target.push_str(route_path);
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
+    let uri: Uri = target
+        .parse()
+        .map_err(|_| (Refusal::new(Code::BadRequest, "request cannot be mapped to the upstream"), false))?;
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
+        parts.headers.insert("x-request-id", v);
+    }
+    let Some(client) = routing.upstreams.for_route(r) else {
+        return refuse(Refusal::new(Code::UpstreamUnavailable, "no upstream client for route"));
+    };
+    let upstream_req = Request::from_parts(parts, req_body);
+    let resp = match tokio::time::timeout(r.timeout, client.request(upstream_req)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            let kind = if e.is_connect() { "connect" } else { "protocol" };
+            sc.metrics.upstream_errors.with_label_values(&[r.name.as_str(), kind]).inc();
+            tracing::warn!(request_id = %rec.request_id, route = %r.name, error = %e, "upstream request failed");
+            return refuse(Refusal::new(Code::UpstreamUnavailable, format!("upstream of route {} is unavailable", r.name)));
+        }
+        Err(_) => {
+            sc.metrics.upstream_errors.with_label_values(&[r.name.as_str(), "timeout"]).inc();
+            return refuse(Refusal::new(
+                Code::UpstreamTimeout,
+                format!("upstream of route {} did not answer within {:?}", r.name, r.timeout),
+            ));
+        }
+    };
+
+    // 14. response -------------------------------------------------------------------------------
+    let (mut rparts, rbody) = resp.into_parts();
+    headers::sanitize_response(&mut rparts.headers);
+    let body = match filter {
+        Some(f) if rparts.status.is_success() => mcp_phase::filter_response(f, &mut rparts.headers, rbody).await.map_err(|r| (r, false))?,
+        _ => body::incoming(rbody),
+    };
+    // Per-call credentials (no session) live until the response body is done.
+    let body = match lease {
+        Some(l) if session.is_none() => crate::body_guard::guard(body, l),
+        _ => body,
+    };
+    Ok(Response::from_parts(rparts, body))
+}
+
+fn rec_spiffe(session: Option<&Arc<Session>>, _sc: &Sidecar, _rec: &CallRecord) -> String {
+    session.map(|s| s.spiffe_id.clone()).unwrap_or_default()
+}
+
+/// Read a body fully, refusing more than `max` bytes.
+pub async fn read_body<B>(b: B, max: usize) -> Result<Bytes, Refusal>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match Limited::new(b, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(Refusal::new(Code::PayloadTooLarge, format!("request body exceeds {max} bytes")).with_status(StatusCode::BAD_REQUEST))
+            } else {
+                Err(Refusal::bad_request("request body could not be read"))
+            }
+        }
+    }
+}
+
+/// The request's host: from the absolute-form URI or the Host header; they must agree.
+fn request_host(uri: &Uri, headers: &http::HeaderMap) -> Result<Option<String>, Refusal> {
+    let header_host = match headers.get(header::HOST) {
+        Some(v) => Some(v.to_str().map_err(|_| Refusal::bad_request("invalid Host header"))?.to_ascii_lowercase()),
+        None => None,
+    };
+    let uri_host = uri.authority().map(|a| a.as_str().to_ascii_lowercase());
+    if let (Some(h), Some(u)) = (&header_host, &uri_host) {
+        if h != u {
+            return Err(Refusal::bad_request("absolute-form request target disagrees with Host"));
+        }
+    }
+    let full = uri_host.or(header_host);
+    Ok(full.map(|h| strip_port(&h).to_owned()))
+}
+
+fn strip_port(h: &str) -> &str {
+    if h.starts_with('[') {
+        return h.split(']').next().map(|s| s.trim_start_matches('[')).unwrap_or(h);
+    }
+    h.rsplit_once(':').map(|(a, _)| a).unwrap_or(h)
+}
+
+/// Phase 6: the session token, if any.
+fn authenticate(sc: &Sidecar, conn: &ConnInfo, headers: &http::HeaderMap) -> Result<Option<Arc<Session>>, Refusal> {
+    let mut values = headers.get_all(SESSION_HEADER).iter();
+    let Some(v) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(Refusal::bad_request("more than one chaperone-session header"));
+    }
+    let token = v.to_str().map_err(|_| Refusal::new(Code::InvalidSession, "malformed session token"))?;
+    match sc.sessions.authenticate(token, conn.spiffe.as_str(), SystemTime::now()) {
+        Ok(s) => Ok(Some(s)),
+        Err(SessionError::WrongIdentity) => Err(Refusal::new(
+            Code::InvalidSession,
+            "this session token belongs to another identity",
+        )
+        .with_status(StatusCode::FORBIDDEN)),
+        Err(SessionError::Expired) => Err(Refusal::new(Code::InvalidSession, "session expired")),
+        Err(SessionError::Revoked) => Err(Refusal::new(Code::InvalidSession, "session has ended")),
+        Err(_) => Err(Refusal::new(Code::InvalidSession, "unknown session token")),
+    }
+}
+
+/// 15. account: stats, metrics, audit.
+fn account(sc: &Sidecar, conn: &ConnInfo, rec: CallRecord) {
+    let route = rec.route.as_deref().unwrap_or("none");
+    sc.metrics.requests.with_label_values(&[route, rec.decision]).inc();
+    sc.metrics.request_duration.with_label_values(&[route]).observe(rec.started.elapsed().as_secs_f64());
+    if rec.counted {
+        if let Some(s) = &rec.session {
+            sc.sessions.record_call(s, route, rec.data_domain.as_deref(), rec.decision != "allow", SystemTime::now());
+        }
+    }
+    let latency_ms = rec.started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(
+        request_id = %rec.request_id,
+        spiffe_id = %conn.spiffe,
+        route,
+        method = %rec.method,
+        path = %rec.path,
+        decision = rec.decision,
+        status = rec.status,
+        duration_ms = latency_ms,
+        "request"
+    );
+    if rec.route.as_deref() == Some("chaperone-api") {
+        return; // session API calls are audited as session.* events
+    }
+    let mut ev = match &rec.session {
+        Some(s) => crate::sidecar::session_event("request.decided", s),
+        None => {
+            let mut ev = AuditEvent::new("request.decided");
+            ev.spiffe_id = Some(conn.spiffe.to_string());
+            ev
+        }
+    };
+    ev.request_id = Some(rec.request_id);
+    ev.route = rec.route;
+    ev.method = Some(rec.method);
+    ev.path = Some(rec.path);
+    ev.mcp_tool = rec.tool;
+    ev.decision = Some(rec.decision.to_owned());
+    ev.status = Some(rec.status);
+    ev.reasons = rec.reasons;
+    ev.policy_revision = rec.policy_revision;
+    ev.latency_ms = Some(latency_ms);
+    ev.credential = rec.credential;
+    ev.credential_id = rec.credential_id;
+    if ev.intent_summary.is_none() {
+        ev.intent_summary = rec.session.as_ref().and_then(|s| intent_summary(&s.intent));
+    }
+    sc.audit(ev);
+}
+
+/// Tools hidden per (identity, session, route).
+pub type HiddenTools = dashmap::DashMap<String, HashSet<String>>;
