@@ -199,15 +199,11 @@ impl McpError {
     }
 
     pub(crate) fn duplicate_key(key: &str) -> Self {
-        Self::DuplicateKey {
-            key: truncate(key),
-        }
+        Self::DuplicateKey { key: truncate(key) }
     }
 
     pub(crate) fn non_canonical(key: &str) -> Self {
-        Self::NonCanonicalKey {
-            key: truncate(key),
-        }
+        Self::NonCanonicalKey { key: truncate(key) }
     }
 }
 

@@ -31,14 +31,6 @@ pub(crate) fn parse_document(bytes: &[u8], max_depth: usize) -> Result<Value, Mc
     Ok(value)
 }
 
-/// The first non-whitespace byte of `bytes`, if any.
-pub(crate) fn first_significant_byte(bytes: &[u8]) -> Option<u8> {
-    bytes
-        .iter()
-        .copied()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-}
-
 /// A recursive-descent parser over already-validated UTF-8.
 pub(crate) struct Parser<'a> {
     src: &'a str,
@@ -239,7 +231,8 @@ impl<'a> Parser<'a> {
         let text = &self.src[start..self.pos];
         if integer {
             if negative {
-                if let Ok(n) = text.parse::<i64>() {
+                // "-0" is the float -0.0, as in serde_json.
+                if let Ok(n @ (..=-1 | 1..)) = text.parse::<i64>() {
                     return Ok(Number::from(n));
                 }
             } else if let Ok(n) = text.parse::<u64>() {
@@ -394,6 +387,7 @@ impl<'a> Parser<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -462,10 +456,7 @@ mod tests {
             parse("{} {}"),
             Err(McpError::TrailingData { offset: 3 })
         ));
-        assert!(matches!(
-            parse("{}x"),
-            Err(McpError::TrailingData { .. })
-        ));
+        assert!(matches!(parse("{}x"), Err(McpError::TrailingData { .. })));
         assert!(parse("{}\r\n\t ").is_ok());
     }
 

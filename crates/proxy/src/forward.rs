@@ -46,6 +46,11 @@ pub fn client_tls(ca: Option<&Path>) -> Result<rustls::ClientConfig, ProxyError>
     Ok(cfg)
 }
 
+/// A client trusting the system roots (webhooks).
+pub fn system_client() -> Result<UpstreamClient, ProxyError> {
+    build_client(None)
+}
+
 fn build_client(ca: Option<&Path>) -> Result<UpstreamClient, ProxyError> {
     let tls = client_tls(ca)?;
     let mut http = HttpConnector::new();

@@ -15,12 +15,11 @@ use regorus::Value;
 
 use crate::body::{full, BoxError, ProxyBody};
 use crate::error::{Code, Refusal};
+#[allow(unused_imports)]
+use crate::error::Code as _Code;
 use crate::input::{self, obj};
 use crate::pipeline::ConnInfo;
 use crate::sidecar::Sidecar;
-
-/// JSON-RPC error code for policy refusals (documented in docs/mcp.md).
-pub const DENIED_CODE: i64 = -32001;
 
 /// Check headers and parse the body; refusals carry the JSON-RPC id when known.
 pub fn inspect(headers: &HeaderMap, body: &[u8], max: usize) -> Result<McpRequest, Refusal> {
@@ -44,10 +43,7 @@ pub fn mcp_value(m: &McpRequest) -> Value {
 /// A refusal on an MCP route: HTTP status of SPEC §9, JSON-RPC error body so MCP
 /// clients surface it as an error of the call that caused it.
 pub fn refusal_response(r: Refusal, request_id: &str, jsonrpc_id: Option<&serde_json::Value>) -> Response<ProxyBody> {
-    let code = match r.code {
-        Code::BadRequest | Code::PayloadTooLarge => -32600,
-        _ => DENIED_CODE,
-    };
+    let code = chaperone_mcp::refusal_code(r.code.as_str());
     let mut data = serde_json::json!({"error": r.code.as_str(), "request_id": request_id});
     if !r.reasons.is_empty() {
         data["reasons"] = serde_json::json!(r.reasons);
@@ -67,6 +63,8 @@ fn hidden_key(conn: &ConnInfo, session: Option<&Session>, route: &str) -> String
 pub fn is_hidden(sc: &Sidecar, conn: &ConnInfo, session: Option<&Session>, route: &str, tool: &str) -> bool {
     sc.hidden_tools.get(&hidden_key(conn, session, route)).is_some_and(|s| s.contains(tool))
 }
+
+type Predicate = Box<dyn FnMut(&str, &serde_json::Value) -> bool + Send>;
 
 /// The parts needed to evaluate "could this session call tool X?".
 pub struct ToolsFilter {
@@ -123,7 +121,8 @@ pub async fn filter_response(
     if ct.starts_with("text/event-stream") {
         headers.remove(header::CONTENT_LENGTH);
         let pred = f.predicate();
-        let filter = SseToolsFilter::new(f.request_id.clone(), Box::new(pred));
+        let pred: Predicate = Box::new(pred);
+        let filter = SseToolsFilter::new(f.request_id.clone(), pred);
         return Ok(http_body_util::BodyExt::boxed_unsync(SseBody { inner: body, filter: Some(filter) }));
     }
     if ct.starts_with("application/json") {
@@ -146,7 +145,7 @@ pub async fn filter_response(
 /// SSE response body filtered event by event.
 struct SseBody {
     inner: hyper::body::Incoming,
-    filter: Option<SseToolsFilter>,
+    filter: Option<SseToolsFilter<Predicate>>,
 }
 
 impl Body for SseBody {

@@ -76,6 +76,10 @@ pub struct CallRecord {
     /// Set when the session stats should count this call.
     pub counted: bool,
     pub data_domain: Option<String>,
+    /// JSON-RPC id of an MCP request (refusals answer it).
+    pub jsonrpc_id: Option<serde_json::Value>,
+    /// Refusals on MCP routes are JSON-RPC shaped.
+    pub mcp_route: bool,
 }
 
 fn new_request_id() -> String {
@@ -106,17 +110,18 @@ pub async fn handle(
         policy_revision: None,
         counted: false,
         data_domain: None,
+        jsonrpc_id: None,
+        mcp_route: false,
     };
-    let mcp_route = std::cell::Cell::new(false);
-    let result = run(&sc, &conn, req, &mut rec, &mcp_route).await;
+    let result = run(&sc, &conn, req, &mut rec).await;
     let mut resp = match result {
         Ok(resp) => resp,
         Err((refusal, close)) => {
             if rec.reasons.is_empty() {
                 rec.reasons = if refusal.reasons.is_empty() { vec![refusal.message.clone()] } else { refusal.reasons.clone() };
             }
-            if mcp_route.get() {
-                mcp_phase::refusal_response(refusal, &rec.request_id)
+            if rec.mcp_route {
+                mcp_phase::refusal_response(refusal, &rec.request_id, rec.jsonrpc_id.as_ref())
             } else {
                 refusal.into_response(&rec.request_id, close)
             }
@@ -141,7 +146,6 @@ async fn run(
     conn: &Arc<ConnInfo>,
     req: Request<Incoming>,
     rec: &mut CallRecord,
-    mcp_route: &std::cell::Cell<bool>,
 ) -> PhaseResult<Response<ProxyBody>> {
     // 1. connection checks ---------------------------------------------------
     if let Some(v) = &conn.verdicts {
@@ -193,7 +197,7 @@ async fn run(
     rec.route = Some(route.route.name.clone());
     rec.data_domain = route.data_domain.clone();
     let is_mcp = route.route.protocol == Protocol::Mcp;
-    mcp_route.set(is_mcp);
+    rec.mcp_route = is_mcp;
     if parts.headers.contains_key(header::UPGRADE) {
         return Err((Refusal::bad_request(format!("protocol upgrade is not allowed on route {}", route.route.name)), true));
     }
@@ -217,32 +221,24 @@ async fn run(
 
     // 8. inspection --------------------------------------------------------------------
     let body_len = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let cfg = sc.cfg();
-    let mut buffered: Option<Bytes> = None;
-    let mut mcp_value = Value::Null;
-    let mut mcp_req = None;
     if is_mcp && parts.method == Method::POST {
-        let bytes = read_body(body_limit_body(body), cfg.limits.max_body_bytes).await.map_err(|r| (r, false))?;
-        let parsed = mcp_phase::inspect(&parts.headers, &bytes, cfg.limits.max_body_bytes).map_err(|r| (r, false))?;
+        // MCP: the whole (size-capped) body is inspected, and exactly those bytes are forwarded.
+        let max = sc.cfg().limits.max_body_bytes;
+        let bytes = read_body(body, max).await.map_err(|r| (r, false))?;
+        let parsed = mcp_phase::inspect(&parts.headers, &bytes, max).map_err(|r| (r, false))?;
         rec.tool = parsed.tool.clone();
-        mcp_value = mcp_phase::mcp_value(&parsed);
-        mcp_req = Some(parsed);
-        buffered = Some(bytes);
+        rec.jsonrpc_id = parsed.id.clone();
+        let mcp_value = mcp_phase::mcp_value(&parsed);
         return decide_and_forward(
-            sc, conn, rec, parts, None, buffered, body_len, route, route_path, query, host, identity, session, mcp_value, mcp_req,
+            sc, conn, rec, parts, None, Some(bytes), body_len, route, route_path, query, host, identity, session, mcp_value,
+            Some(parsed),
         )
         .await;
     }
-    let _ = &mut buffered;
-    let _ = &mut mcp_value;
     decide_and_forward(
-        sc, conn, rec, parts, Some(body), None, body_len, route, route_path, query, host, identity, session, Value::Null, mcp_req,
+        sc, conn, rec, parts, Some(body), None, body_len, route, route_path, query, host, identity, session, Value::Null, None,
     )
     .await
-}
-
-fn body_limit_body(b: Incoming) -> Incoming {
-    b
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -295,16 +291,14 @@ async fn decide_and_forward(
         headers: headers::policy_headers(&parts.headers),
         body_bytes: buffered.as_ref().map(|b| b.len() as u64).or(body_len),
     };
-    let make_input = |mcp: Value| {
-        CallInput {
-            identity: identity.clone(),
-            session: session_value.clone(),
-            request: request_base.to_value(mcp),
-            route: route.policy_value.clone(),
-            environment: env_value.clone(),
-        }
-        .into_value()
-    };
+    let parts_in = Arc::new(InputParts {
+        identity,
+        session: session_value,
+        request: request_base,
+        route: route.policy_value.clone(),
+        environment: env_value,
+    });
+    let make_input = |mcp: Value| parts_in.with_mcp(mcp);
     let set = sc.policy.current();
     rec.policy_revision = Some(set.revision().to_owned());
     let t = Instant::now();
@@ -374,8 +368,31 @@ async fn decide_and_forward(
     if let Some(n) = body_len {
         parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
-    let filter = tools_list_filter(sc, conn, &mcp_req, session.clone(), &route, &make_input);
+    let filter = tools_list_filter(sc, conn, &mcp_req, session.clone(), &route, &parts_in);
     forward(sc, rec, parts, req_body, &routing, &route, &route_path, query.as_deref(), session.as_ref(), &decision, filter).await
+}
+
+/// The input document minus `request.mcp`, shared by the call's decision and the
+/// per-tool decisions of a tools/list filter.
+struct InputParts {
+    identity: Value,
+    session: Value,
+    request: RequestParts,
+    route: Value,
+    environment: Value,
+}
+
+impl InputParts {
+    fn with_mcp(&self, mcp: Value) -> Value {
+        CallInput {
+            identity: self.identity.clone(),
+            session: self.session.clone(),
+            request: self.request.to_value(mcp),
+            route: self.route.clone(),
+            environment: self.environment.clone(),
+        }
+        .into_value()
+    }
 }
 
 /// Everything of `input.request` but `mcp`.
@@ -412,22 +429,20 @@ fn tools_list_filter(
     mcp_req: &Option<chaperone_mcp::McpRequest>,
     session: Option<Arc<Session>>,
     route: &Arc<crate::route::RouteEntry>,
-    make_input: &dyn Fn(Value) -> Value,
+    parts_in: &Arc<InputParts>,
 ) -> Option<mcp_phase::ToolsFilter> {
     let m = mcp_req.as_ref()?;
     if m.method != "tools/list" {
         return None;
     }
-    // Precompute one input per call of the filter is not possible (tools unknown
-    // yet); capture a template input and substitute `request.mcp` per tool.
-    let template = make_input(Value::Null);
+    let p = parts_in.clone();
     Some(mcp_phase::ToolsFilter {
         sidecar: sc.clone(),
         conn: conn.clone(),
         session,
         route: route.route.name.clone(),
         request_id: m.id.clone().unwrap_or(serde_json::Value::Null),
-        template,
+        make_input: Arc::new(move |mcp| p.with_mcp(mcp)),
     })
 }
 
@@ -577,9 +592,7 @@ async fn forward(
         match routing.credentials.acquire(name, &ctx).await {
             Ok(l) => {
                 rec.credential_id = Some(l.id().to_owned());
-                let (h, v) = l.header().map_err(|e| {
-                    (Refusal::new(Code::CredentialUnavailable, format!("credential {name} could not be rendered: {e}")), false)
-                })?;
+                let (h, v) = l.header();
                 parts.headers.insert(h, v);
                 lease = Some(l);
             }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use chaperone_audit::{AuditEvent, AuditLog, AuditOptions, AuditSinkKind};
+use chaperone_audit::{AuditEvent, AuditLog, AuditOptions, AuditSink as AuditSinkKind};
 use chaperone_config::{AuditSink, Config};
 use chaperone_identity::ServerTls;
-use chaperone_policy::{PolicyHandle, PolicySet};
+use chaperone_policy::{PolicyHandle, PolicyOptions, PolicyWatcher};
 use chaperone_sessions::EndReason;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -42,6 +42,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     audit_task: Option<JoinHandle<()>>,
+    watcher: Option<PolicyWatcher>,
 }
 
 /// Start the sidecar: every component is loaded before the listeners accept, and
@@ -50,16 +51,20 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Running, ProxyErro
     let metrics = Arc::new(Metrics::new());
     let tls = ServerTls::load(&cfg.tls)?;
     metrics.cert_expiry.set(tls.cert_not_after());
-    let policy_set = PolicySet::load(&cfg.policy.paths)?.with_timeout(cfg.policy.timeout);
-    let policy = PolicyHandle::new(policy_set, cfg.policy.paths.clone(), cfg.policy.timeout);
+    let policy = Arc::new(PolicyHandle::new(
+        cfg.policy.paths.clone(),
+        PolicyOptions { eval_timeout: cfg.policy.timeout },
+    )?);
     let routing = Routing::build(&cfg)?;
     let sink = match &cfg.audit.sink {
         None => AuditSinkKind::Discard,
         Some(AuditSink::Stdout) => AuditSinkKind::Stdout,
         Some(AuditSink::File(p)) => AuditSinkKind::File(p.clone()),
     };
-    let (audit, audit_task) =
-        AuditLog::start(AuditOptions { sink, buffer: cfg.audit.buffer, rotate_bytes: cfg.audit.rotate_bytes })?;
+    let mut audit_opts = AuditOptions::new(sink);
+    audit_opts.buffer = cfg.audit.buffer;
+    audit_opts.rotate_bytes = cfg.audit.rotate_bytes;
+    let (audit, audit_task) = AuditLog::start(audit_opts)?;
     routing.credentials.set_observer(Arc::new(CredentialAudit { audit: audit.clone(), metrics: metrics.clone() }));
 
     let agent = TcpListener::bind(cfg.listen).await.map_err(|source| ProxyError::Bind { what: "agent listener", addr: cfg.listen, source })?;
@@ -112,17 +117,16 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Running, ProxyErro
             }
         }
     })));
-    tasks.push(tokio::spawn(every(policy_reload, rx.clone(), {
-        let sc = sc.clone();
-        move || {
-            let sc = sc.clone();
-            async move {
-                if sc.policy.changed_on_disk() {
-                    let _ = sc.reload_policy().await;
-                }
+    let watcher = {
+        let weak = Arc::downgrade(&sc);
+        let rt = tokio::runtime::Handle::current();
+        PolicyWatcher::spawn(sc.policy.clone(), policy_reload, move |outcome| {
+            if let Some(sc) = weak.upgrade() {
+                let outcome = outcome.clone();
+                rt.spawn(async move { sc.after_policy_reload(&outcome).await });
             }
-        }
-    })));
+        })
+    };
     tasks.push(tokio::spawn(every(Duration::from_secs(10), rx.clone(), {
         let sc = sc.clone();
         move || {
@@ -133,12 +137,15 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Running, ProxyErro
     if opts.handle_signals {
         tasks.push(tokio::spawn(sighup_loop(sc.clone(), rx.clone())));
     }
-    let mut ev = AuditEvent::new("audit.started");
+    // The policy in force from the start, so every later record's revision is anchored.
+    let mut ev = AuditEvent::new("policy.reloaded");
+    ev.decision = Some("loaded".into());
+    ev.detail = Some(serde_json::json!({"initial": true, "files": sc.policy.current().files().len()}));
     ev.policy_revision = Some(sc.policy.current().revision().to_owned());
     sc.audit(ev);
     sc.set_ready();
     tracing::info!(%agent_addr, %admin_addr, revision = %sc.policy.current().revision(), "chaperone sidecar ready");
-    Ok(Running { agent_addr, admin_addr, sidecar: sc, shutdown, tasks, audit_task: Some(audit_task) })
+    Ok(Running { agent_addr, admin_addr, sidecar: sc, shutdown, tasks, audit_task: Some(audit_task), watcher: Some(watcher) })
 }
 
 impl Running {
@@ -146,6 +153,9 @@ impl Running {
     /// session (revoking credentials), flush the audit log.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        if let Some(w) = self.watcher.take() {
+            w.stop();
+        }
         let sc = self.sidecar.clone();
         sc.ready.store(false, std::sync::atomic::Ordering::SeqCst);
         for t in self.tasks.drain(..) {

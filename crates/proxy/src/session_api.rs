@@ -115,6 +115,15 @@ fn parse_ttl(ttl: &Option<String>) -> Result<Option<Duration>, Refusal> {
     }
 }
 
+/// `input` for `data.chaperone.session` when `session` already carries `parent`.
+pub fn session_input_raw(cfg: &Config, identity: Value, session: serde_json::Value, now: SystemTime) -> Value {
+    obj([
+        ("identity", identity),
+        ("session", input::json(session)),
+        ("environment", input::environment_value(&cfg.environment, &input::rfc3339(now))),
+    ])
+}
+
 /// `input` for `data.chaperone.session`.
 pub fn session_input(
     cfg: &Config,

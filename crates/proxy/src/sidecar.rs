@@ -11,7 +11,7 @@ use chaperone_audit::{AuditEvent, AuditHandle};
 use chaperone_config::{Config, OnAuditFailure};
 use chaperone_credentials::{CredentialEvent, CredentialManager, CredentialObserver};
 use chaperone_identity::{IdentityMap, ServerTls};
-use chaperone_policy::PolicyHandle;
+use chaperone_policy::{PolicyHandle, ReloadOutcome};
 use chaperone_sessions::{EndReason, InMemorySessionStore, Session, SessionStore};
 use http::HeaderName;
 
@@ -48,7 +48,7 @@ impl Routing {
 pub struct Sidecar {
     pub config: ArcSwap<Config>,
     pub routing: ArcSwap<Routing>,
-    pub policy: PolicyHandle,
+    pub policy: Arc<PolicyHandle>,
     pub sessions: Arc<dyn SessionStore>,
     pub audit: AuditHandle,
     pub approvals: Arc<Approvals>,
@@ -120,26 +120,39 @@ impl Sidecar {
 
     /// Reload policies; on success re-check every live session ("policy drift").
     pub async fn reload_policy(&self) -> Result<(), String> {
-        match self.policy.reload() {
-            Ok(set) => {
+        let previous_revision = self.policy.current().revision().to_owned();
+        let outcome = match self.policy.reload() {
+            Ok(set) => ReloadOutcome::Reloaded { previous_revision, revision: set.revision().to_owned() },
+            Err(e) => ReloadOutcome::Failed { revision: previous_revision, error: e.to_string() },
+        };
+        self.after_policy_reload(&outcome).await;
+        match outcome {
+            ReloadOutcome::Reloaded { .. } => Ok(()),
+            ReloadOutcome::Failed { error, .. } => Err(error),
+        }
+    }
+
+    /// Account for a reload attempt (watcher or SIGHUP): metric, audit, log, and
+    /// after a successful one the drift re-check of every live session.
+    pub async fn after_policy_reload(&self, outcome: &ReloadOutcome) {
+        let mut ev = AuditEvent::new("policy.reloaded");
+        match outcome {
+            ReloadOutcome::Reloaded { previous_revision, revision } => {
                 self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
-                let mut ev = AuditEvent::new("policy.reloaded");
-                ev.policy_revision = Some(set.revision().to_owned());
+                ev.policy_revision = Some(revision.clone());
                 ev.decision = Some("ok".into());
+                ev.detail = Some(serde_json::json!({"previous_revision": previous_revision}));
                 self.audit(ev);
-                tracing::info!(revision = %set.revision(), "policy reloaded");
+                tracing::info!(%revision, "policy reloaded");
                 self.drift_check().await;
-                Ok(())
             }
-            Err(e) => {
+            ReloadOutcome::Failed { revision, error } => {
                 self.metrics.policy_reloads.with_label_values(&["error"]).inc();
-                let mut ev = AuditEvent::new("policy.reloaded");
                 ev.decision = Some("error".into());
-                ev.reasons = vec![e.to_string()];
-                ev.policy_revision = Some(self.policy.current().revision().to_owned());
+                ev.reasons = vec![error.clone()];
+                ev.policy_revision = Some(revision.clone());
                 self.audit(ev);
-                tracing::error!(error = %e, "policy reload failed; keeping the last good policy");
-                Err(e.to_string())
+                tracing::error!(%error, "policy reload failed; keeping the last good policy");
             }
         }
     }
@@ -155,7 +168,9 @@ impl Sidecar {
                 continue;
             }
             let identity = identity_for(&routing.identities, &s.spiffe_id);
-            let input = crate::session_api::session_input(&cfg, identity, &s.policy_view(now), None, now);
+            let parent = s.parent.as_deref().and_then(|p| self.sessions.get(p));
+            let view = s.recheck_view(parent.as_deref(), now);
+            let input = crate::session_api::session_input_raw(&cfg, identity, view, now);
             let d = set.eval_session(input);
             if !(d.allow && d.deny.is_empty() && d.error.is_none()) {
                 tracing::warn!(session = %s.id, reasons = ?d.deny, error = ?d.error, "session no longer allowed by policy");

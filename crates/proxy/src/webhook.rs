@@ -30,7 +30,10 @@ pub fn notify(sc: &Arc<Sidecar>, record: &ApprovalRecord) {
     payload["text"] = serde_json::Value::String(text);
     payload["event"] = serde_json::Value::String("approval.requested".into());
     let body = payload.to_string();
-    let client = webhook_client();
+    let Some(client) = webhook_client() else {
+        tracing::error!("approval webhook client could not be built");
+        return;
+    };
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=ATTEMPTS {
@@ -54,10 +57,7 @@ pub fn notify(sc: &Arc<Sidecar>, record: &ApprovalRecord) {
     });
 }
 
-fn webhook_client() -> crate::forward::UpstreamClient {
+fn webhook_client() -> Option<crate::forward::UpstreamClient> {
     static CLIENT: std::sync::OnceLock<Option<crate::forward::UpstreamClient>> = std::sync::OnceLock::new();
-    CLIENT
-        .get_or_init(|| crate::forward::Upstreams::system_client().ok())
-        .clone()
-        .unwrap_or_else(crate::forward::Upstreams::fallback_client)
+    CLIENT.get_or_init(|| crate::forward::system_client().ok()).clone()
 }
