@@ -6,6 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
+echo "==> system packages"
+need=()
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  else
+    echo "missing system packages: ${need[*]} (install them with apt-get)" >&2; exit 1
+  fi
+fi
+
 echo "==> python packages"
 $PY -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 

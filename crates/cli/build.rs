@@ -4,11 +4,17 @@
 use std::path::{Path, PathBuf};
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
     entries.sort();
     for p in entries {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         if name.starts_with('.') {
             continue;
         }
@@ -33,10 +39,14 @@ fn main() {
         println!("cargo:rerun-if-changed={}", f.display());
         let rel = f.strip_prefix(&root).unwrap_or(f).display().to_string();
         let abs = f.canonicalize().unwrap_or_else(|_| f.clone());
-        src.push_str(&format!("    ({rel:?}, include_str!({:?})),\n", abs.display().to_string()));
+        src.push_str(&format!(
+            "    ({rel:?}, include_str!({:?})),\n",
+            abs.display().to_string()
+        ));
     }
     src.push_str("];\n");
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("policies_embedded.rs");
+    let out =
+        PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("policies_embedded.rs");
     if let Err(e) = std::fs::write(&out, src) {
         panic!("writing {}: {e}", out.display());
     }

@@ -61,7 +61,12 @@ pub enum ApprovalsCmd {
     },
 }
 
-async fn call(base: &str, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<(u16, serde_json::Value), String> {
+async fn call(
+    base: &str,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, serde_json::Value), String> {
     let url = format!("{}{}", base.trim_end_matches('/'), path);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut b = Request::builder().method(method).uri(&url);
@@ -69,17 +74,28 @@ async fn call(base: &str, method: Method, path: &str, body: Option<serde_json::V
         b = b.header("content-type", "application/json");
     }
     let req = b
-        .body(Full::new(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default())))
+        .body(Full::new(Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))
         .map_err(|e| format!("{url}: {e}"))?;
-    let resp = client.request(req).await.map_err(|e| format!("cannot reach the admin API at {base}: {e}"))?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| format!("cannot reach the admin API at {base}: {e}"))?;
     let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     Ok((status, v))
 }
 
 fn who(by: Option<String>) -> String {
-    by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".into())
+    by.or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into())
 }
 
 pub async fn run(cmd: AdminCmd) -> Result<ExitCode, String> {
@@ -105,7 +121,13 @@ pub async fn run(cmd: AdminCmd) -> Result<ExitCode, String> {
             (s, v)
         }
         AdminCmd::Sessions(SessionsCmd::Revoke { id, admin }) => {
-            call(&admin.url, Method::DELETE, &format!("/v1/sessions/{id}"), None).await?
+            call(
+                &admin.url,
+                Method::DELETE,
+                &format!("/v1/sessions/{id}"),
+                None,
+            )
+            .await?
         }
         AdminCmd::Approvals(ApprovalsCmd::List(a)) => {
             let (s, v) = call(&a.url, Method::GET, "/v1/approvals", None).await?;
@@ -122,8 +144,18 @@ pub async fn run(cmd: AdminCmd) -> Result<ExitCode, String> {
                         x["method"].as_str().unwrap_or("?"),
                         x["path"].as_str().unwrap_or("?"),
                         x["route"].as_str().unwrap_or("?"),
-                        x["tool"].as_str().map(|t| format!(", tool {t}")).unwrap_or_default(),
-                        x["reasons"].as_array().map(|r| r.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join("; ")).unwrap_or_default(),
+                        x["tool"]
+                            .as_str()
+                            .map(|t| format!(", tool {t}"))
+                            .unwrap_or_default(),
+                        x["reasons"]
+                            .as_array()
+                            .map(|r| r
+                                .iter()
+                                .filter_map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join("; "))
+                            .unwrap_or_default(),
                         x["expires_at"].as_str().unwrap_or("?"),
                     );
                 }
@@ -132,12 +164,28 @@ pub async fn run(cmd: AdminCmd) -> Result<ExitCode, String> {
             (s, v)
         }
         AdminCmd::Approvals(ApprovalsCmd::Approve { id, by, admin }) => {
-            call(&admin.url, Method::POST, &format!("/v1/approvals/{id}"), Some(serde_json::json!({"decision": "approve", "by": who(by)}))).await?
+            call(
+                &admin.url,
+                Method::POST,
+                &format!("/v1/approvals/{id}"),
+                Some(serde_json::json!({"decision": "approve", "by": who(by)})),
+            )
+            .await?
         }
         AdminCmd::Approvals(ApprovalsCmd::Deny { id, by, admin }) => {
-            call(&admin.url, Method::POST, &format!("/v1/approvals/{id}"), Some(serde_json::json!({"decision": "deny", "by": who(by)}))).await?
+            call(
+                &admin.url,
+                Method::POST,
+                &format!("/v1/approvals/{id}"),
+                Some(serde_json::json!({"decision": "deny", "by": who(by)})),
+            )
+            .await?
         }
     };
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-    Ok(if (200..300).contains(&status) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if (200..300).contains(&status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -27,10 +27,20 @@ fn step(n: u32, title: &str) {
 }
 
 fn show(r: &Reply) {
-    let reasons = r.json()["reasons"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" | "));
+    let reasons = r.json()["reasons"].as_array().map(|a| {
+        a.iter()
+            .filter_map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    });
     match reasons {
         Some(reasons) if !r.status.is_success() => {
-            println!("    <- {} {}: {}", r.status.as_u16(), r.json()["error"].as_str().unwrap_or(""), reasons)
+            println!(
+                "    <- {} {}: {}",
+                r.status.as_u16(),
+                r.json()["error"].as_str().unwrap_or(""),
+                reasons
+            )
         }
         _ if !r.status.is_success() => println!(
             "    <- {} {}: {}",
@@ -120,40 +130,65 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), String> {
             tmp.path().to_path_buf()
         }
     };
-    println!("chaperone demo — privileged access management for an AI agent, end to end on 127.0.0.1");
+    println!(
+        "chaperone demo — privileged access management for an AI agent, end to end on 127.0.0.1"
+    );
     println!("working directory: {}", dir.display());
 
-    step(1, "Dev PKI: a CA, the sidecar's certificate and the agent's SPIFFE SVID");
-    let certs = generate_dev_certs(&dir.join("certs"), TD, &[AGENT.to_owned()]).map_err(|e| e.to_string())?;
+    step(
+        1,
+        "Dev PKI: a CA, the sidecar's certificate and the agent's SPIFFE SVID",
+    );
+    let certs = generate_dev_certs(&dir.join("certs"), TD, &[AGENT.to_owned()])
+        .map_err(|e| e.to_string())?;
     println!("    agent identity: {AGENT}");
 
-    step(2, "A local tool API (an echo server that shows what it received) and the example policies");
+    step(
+        2,
+        "A local tool API (an echo server that shows what it received) and the example policies",
+    );
     let echo = start_echo().await.map_err(|e| e.to_string())?;
     for (rel, content) in crate::policies_embedded::FILES {
         write(&dir.join("policies").join(rel), content)?;
     }
     write(&dir.join("secrets/kb-api-key"), DEMO_SECRET)?;
-    println!("    tool API at {}; {} policy files from policies/", echo.url(), crate::policies_embedded::FILES.len());
+    println!(
+        "    tool API at {}; {} policy files from policies/",
+        echo.url(),
+        crate::policies_embedded::FILES.len()
+    );
 
     step(3, "Start the sidecar (mTLS listener, admin API, audit log)");
     let cfg_path = dir.join("chaperone.yaml");
     write(&cfg_path, &config_yaml(&dir, &echo.url()))?;
     let cfg = chaperone_config::load(&cfg_path).map_err(|e| e.to_string())?;
-    let running = chaperone_proxy::start(cfg, StartOptions::default()).await.map_err(|e| e.to_string())?;
+    let running = chaperone_proxy::start(cfg, StartOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
     let addr = running.agent_addr;
-    println!("    agent listener https://{addr}  ·  admin http://{}", running.admin_addr);
+    println!(
+        "    agent listener https://{addr}  ·  admin http://{}",
+        running.admin_addr
+    );
 
     let agent = certs.agents.first().ok_or("no agent certificate")?;
-    let tls = Arc::new(client_config_from_files(&certs.ca, &agent.cert, &agent.key).map_err(|e| e.to_string())?);
+    let tls = Arc::new(
+        client_config_from_files(&certs.ca, &agent.cert, &agent.key).map_err(|e| e.to_string())?,
+    );
     let call = |method: &'static str, path: &'static str, headers: Vec<(&'static str, String)>| {
         let tls = tls.clone();
         async move {
             let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            client::send(addr, tls, client::request(method, path, &h, ""), false).await.map_err(|e| e.to_string())
+            client::send(addr, tls, client::request(method, path, &h, ""), false)
+                .await
+                .map_err(|e| e.to_string())
         }
     };
 
-    step(4, "Without a task, the agent may only reach explicitly harmless routes");
+    step(
+        4,
+        "Without a task, the agent may only reach explicitly harmless routes",
+    );
     println!("    -> GET /status/health (labelled harmless)");
     show(&call("GET", "/status/health", vec![]).await?);
     println!("    -> GET /kb/articles (no session)");
@@ -169,13 +204,22 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), String> {
     let r = client::send(
         addr,
         tls.clone(),
-        client::request("POST", "/.chaperone/v1/sessions", &[("content-type", "application/json")], body.to_string()),
+        client::request(
+            "POST",
+            "/.chaperone/v1/sessions",
+            &[("content-type", "application/json")],
+            body.to_string(),
+        ),
         false,
     )
     .await
     .map_err(|e| e.to_string())?;
     if r.status.as_u16() != 201 {
-        return Err(format!("session was not created: {} {}", r.status, r.text()));
+        return Err(format!(
+            "session was not created: {} {}",
+            r.status,
+            r.text()
+        ));
     }
     let token = r.json()["token"].as_str().unwrap_or_default().to_owned();
     println!(
@@ -186,38 +230,67 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), String> {
     );
     let sess = vec![("chaperone-session", token.clone())];
 
-    step(6, "An allowed call: the sidecar injects a credential the agent never sees");
+    step(
+        6,
+        "An allowed call: the sidecar injects a credential the agent never sees",
+    );
     println!("    -> GET /kb/articles?q=refund  (the agent also tries to send its own Authorization header)");
     let mut h = sess.clone();
     h.push(("authorization", "Bearer agent-made-this-up".into()));
     let r = call("GET", "/kb/articles?q=refund", h).await?;
     show(&r);
     if let Some(seen) = echo.seen.last() {
-        let key = seen.headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let key = seen
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         println!("    tool API received: {} {}", seen.method, seen.target);
         println!("    tool API received x-api-key: {}", mask(key));
         println!(
             "    tool API received authorization: {}   chaperone-session: {}",
-            if seen.headers.contains_key("authorization") { "present (BUG)" } else { "stripped" },
-            if seen.headers.contains_key("chaperone-session") { "present (BUG)" } else { "stripped" },
+            if seen.headers.contains_key("authorization") {
+                "present (BUG)"
+            } else {
+                "stripped"
+            },
+            if seen.headers.contains_key("chaperone-session") {
+                "present (BUG)"
+            } else {
+                "stripped"
+            },
         );
     }
-    println!("    the response the agent got contains the secret: {}", r.text().contains(DEMO_SECRET));
+    println!(
+        "    the response the agent got contains the secret: {}",
+        r.text().contains(DEMO_SECRET)
+    );
 
     println!("    -> GET /orders/123  (a JWT minted for this task and destination)");
     let r = call("GET", "/orders/123", sess.clone()).await?;
     show(&r);
     if let Some(seen) = echo.seen.last() {
-        let auth = seen.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let auth = seen
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let claims = auth
             .strip_prefix("Bearer ")
             .and_then(|jwt| jwt.split('.').nth(1))
-            .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .unwrap_or_default();
         println!(
             "    JWT claims: sub={} aud={} scope={:?} session_id={} (signature not shown)",
-            claims["sub"], claims["aud"], claims["scope"].as_str().unwrap_or(""), claims["session_id"]
+            claims["sub"],
+            claims["aud"],
+            claims["scope"].as_str().unwrap_or(""),
+            claims["session_id"]
         );
     }
 
@@ -227,17 +300,24 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), String> {
     println!("    -> GET /hr/salaries  (not in the declared intent; and this session already touched billing data)");
     show(&call("GET", "/hr/salaries", sess.clone()).await?);
 
-    step(8, "A certificate from an untrusted CA is refused at the TLS handshake");
+    step(
+        8,
+        "A certificate from an untrusted CA is refused at the TLS handshake",
+    );
     let rogue = chaperone_testsupport::certs::TestCa::new("rogue CA");
     let rogue_cert = rogue.svid(AGENT);
     let ca_pem = std::fs::read_to_string(&certs.ca).map_err(|e| e.to_string())?;
-    let rogue_tls = client_config(ca_pem, &rogue_cert.cert_pem, &rogue_cert.key_pem).map_err(|e| e.to_string())?;
+    let rogue_tls = client_config(ca_pem, &rogue_cert.cert_pem, &rogue_cert.key_pem)
+        .map_err(|e| e.to_string())?;
     match client::send(addr, Arc::new(rogue_tls), client::request("GET", "/status/health", &[], ""), false).await {
         Ok(r) => println!("    <- unexpected answer {} (BUG)", r.status),
         Err(e) => println!("    <- refused: the sidecar rejected the client certificate during the TLS handshake ({e})"),
     }
 
-    step(9, "The task ends: the session and its credentials are revoked");
+    step(
+        9,
+        "The task ends: the session and its credentials are revoked",
+    );
     let r = call("DELETE", "/.chaperone/v1/sessions/current", sess.clone()).await?;
     println!("    <- {} session ended", r.status.as_u16());
     println!("    -> GET /kb/articles with the old session token");
@@ -247,7 +327,10 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), String> {
     running.shutdown().await;
     drop(sc);
 
-    step(10, "Every action was audited with the intent it served, in a hash chain");
+    step(
+        10,
+        "Every action was audited with the intent it served, in a hash chain",
+    );
     let audit = dir.join("audit.jsonl");
     let text = std::fs::read_to_string(&audit).unwrap_or_default();
     for line in text.lines() {
@@ -256,13 +339,26 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), String> {
             "    {:<19} {:<11} {:<22} {}",
             v["event"].as_str().unwrap_or(""),
             v["decision"].as_str().unwrap_or(""),
-            format!("{} {}", v["method"].as_str().unwrap_or(""), v["path"].as_str().unwrap_or("")),
-            v["credential"].as_str().map(|c| format!("credential={c}")).unwrap_or_default(),
+            format!(
+                "{} {}",
+                v["method"].as_str().unwrap_or(""),
+                v["path"].as_str().unwrap_or("")
+            ),
+            v["credential"]
+                .as_str()
+                .map(|c| format!("credential={c}"))
+                .unwrap_or_default(),
         );
     }
-    println!("    the audit log contains the secret: {}", text.contains(DEMO_SECRET));
+    println!(
+        "    the audit log contains the secret: {}",
+        text.contains(DEMO_SECRET)
+    );
     match chaperone_audit::verify_files(std::slice::from_ref(&audit)) {
-        Ok(r) => println!("    chaperone audit verify: OK, {} records, hash chain intact", r.records),
+        Ok(r) => println!(
+            "    chaperone audit verify: OK, {} records, hash chain intact",
+            r.records
+        ),
         Err(e) => return Err(format!("audit verify failed: {e}")),
     }
     println!("\ndemo complete.");

@@ -11,7 +11,11 @@ mod demo;
 mod policies_embedded;
 
 #[derive(Parser)]
-#[command(name = "chaperone", version, about = "Privileged access management for AI agents: a sidecar that decides every call.")]
+#[command(
+    name = "chaperone",
+    version,
+    about = "Privileged access management for AI agents: a sidecar that decides every call."
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -130,7 +134,9 @@ fn init_logging(format: LogFormat, level: Option<&str>, default: &str) {
         Some(l) => EnvFilter::new(l),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
     };
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => b.json().flatten_event(true).try_init(),
         LogFormat::Text => b.try_init(),
@@ -139,9 +145,13 @@ fn init_logging(format: LogFormat, level: Option<&str>, default: &str) {
 
 fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
     if multi {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     }
 }
 
@@ -179,7 +189,8 @@ fn dispatch(cmd: Command) -> Result<ExitCode, String> {
         Command::Run(a) => {
             let cfg = load_config(&a.config)?;
             let rt = runtime(true).map_err(|e| e.to_string())?;
-            rt.block_on(chaperone_proxy::run(cfg, shutdown_signal())).map_err(|e| e.to_string())?;
+            rt.block_on(chaperone_proxy::run(cfg, shutdown_signal()))
+                .map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(a) => check(&a.config),
@@ -189,22 +200,39 @@ fn dispatch(cmd: Command) -> Result<ExitCode, String> {
                 None => None,
             };
             let mut out = std::io::stdout();
-            let summary = chaperone_policy::run_tests(&dirs, filter.as_ref(), verbose, &mut out).map_err(|e| e.to_string())?;
-            Ok(if summary.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            let summary = chaperone_policy::run_tests(&dirs, filter.as_ref(), verbose, &mut out)
+                .map_err(|e| e.to_string())?;
+            Ok(if summary.failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Policy(PolicyCmd::Eval { config, input, explain }) => {
+        Command::Policy(PolicyCmd::Eval {
+            config,
+            input,
+            explain,
+        }) => {
             let cfg = load_config(&config)?;
-            let text = std::fs::read_to_string(&input).map_err(|e| format!("{}: {e}", input.display()))?;
-            let input: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| format!("{}: invalid JSON: {e}", input.display()))?;
-            let set = chaperone_policy::PolicySet::load(&cfg.policy.paths).map_err(|e| e.to_string())?;
+            let text =
+                std::fs::read_to_string(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+            let input: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| format!("{}: invalid JSON: {e}", input.display()))?;
+            let set =
+                chaperone_policy::PolicySet::load(&cfg.policy.paths).map_err(|e| e.to_string())?;
             let report = chaperone_policy::eval_report(&set, &input, explain);
-            println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCmd::Verify { files }) => match chaperone_audit::verify_files(&files) {
             Ok(r) => {
-                println!("OK: {} records in {} file(s), hash chain intact", r.records, r.files);
+                println!(
+                    "OK: {} records in {} file(s), hash chain intact",
+                    r.records, r.files
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -213,12 +241,18 @@ fn dispatch(cmd: Command) -> Result<ExitCode, String> {
             }
         },
         Command::Audit(AuditCmd::Show { files, session }) => {
-            let text = chaperone_audit::show_session(&files, &session).map_err(|e| e.to_string())?;
+            let text =
+                chaperone_audit::show_session(&files, &session).map_err(|e| e.to_string())?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dev(DevCmd::Certs { out, trust_domain, ids }) => {
-            let certs = chaperone_identity::dev::generate_dev_certs(&out, &trust_domain, &ids).map_err(|e| e.to_string())?;
+        Command::Dev(DevCmd::Certs {
+            out,
+            trust_domain,
+            ids,
+        }) => {
+            let certs = chaperone_identity::dev::generate_dev_certs(&out, &trust_domain, &ids)
+                .map_err(|e| e.to_string())?;
             println!("{}", certs.describe());
             Ok(ExitCode::SUCCESS)
         }
@@ -241,7 +275,9 @@ fn dispatch(cmd: Command) -> Result<ExitCode, String> {
                 .credentials
                 .values()
                 .filter_map(|c| match &c.provider {
-                    chaperone_config::Provider::Jwt(j) if j.signing_key.is_none() => Some(c.name.as_str()),
+                    chaperone_config::Provider::Jwt(j) if j.signing_key.is_none() => {
+                        Some(c.name.as_str())
+                    }
                     _ => None,
                 })
                 .collect();
@@ -251,12 +287,16 @@ fn dispatch(cmd: Command) -> Result<ExitCode, String> {
                     ephemeral.join(", ")
                 );
             }
-            println!("{}", serde_json::to_string_pretty(&jwks).map_err(|e| e.to_string())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&jwks).map_err(|e| e.to_string())?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Injector(a) => {
             let rt = runtime(true).map_err(|e| e.to_string())?;
-            rt.block_on(chaperone_injector::run(&a.config)).map_err(|e| e.to_string())?;
+            rt.block_on(chaperone_injector::run(&a.config))
+                .map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -275,7 +315,11 @@ fn check(path: &std::path::Path) -> Result<ExitCode, String> {
     };
     let mut failed = false;
     match chaperone_policy::PolicySet::load(&cfg.policy.paths) {
-        Ok(set) => println!("policy: {} file(s), revision {}", set.files().len(), set.revision()),
+        Ok(set) => println!(
+            "policy: {} file(s), revision {}",
+            set.files().len(),
+            set.revision()
+        ),
         Err(e) => {
             println!("{e}");
             failed = true;
@@ -283,7 +327,11 @@ fn check(path: &std::path::Path) -> Result<ExitCode, String> {
     }
     for p in [&cfg.tls.cert, &cfg.tls.key, &cfg.tls.bundle] {
         if !p.exists() {
-            println!("{}: warning: tls file {} does not exist (yet)", path.display(), p.display());
+            println!(
+                "{}: warning: tls file {} does not exist (yet)",
+                path.display(),
+                p.display()
+            );
         }
     }
     if failed {
@@ -302,13 +350,14 @@ fn check(path: &std::path::Path) -> Result<ExitCode, String> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

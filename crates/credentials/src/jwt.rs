@@ -138,7 +138,7 @@ impl JwtMinter {
         })
     }
 
-    /// The public JWK (`kty`, `crv`, `x`, [`y`], `kid`, `alg`, `use`).
+    /// The public JWK (`kty`, `crv`, `x`, `y` for EC, `kid`, `alg`, `use`).
     pub fn jwk(&self) -> &Value {
         &self.jwk
     }

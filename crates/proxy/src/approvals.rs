@@ -72,12 +72,23 @@ impl Approvals {
     pub fn hold(self: &Arc<Self>, record: ApprovalRecord) -> Hold {
         let (tx, rx) = oneshot::channel();
         let id = record.id.clone();
-        self.pending.lock().insert(id.clone(), Pending { record, tx });
-        Hold { approvals: self.clone(), id, rx: Some(rx) }
+        self.pending
+            .lock()
+            .insert(id.clone(), Pending { record, tx });
+        Hold {
+            approvals: self.clone(),
+            id,
+            rx: Some(rx),
+        }
     }
 
     pub fn list(&self) -> Vec<ApprovalRecord> {
-        let mut v: Vec<ApprovalRecord> = self.pending.lock().values().map(|p| p.record.clone()).collect();
+        let mut v: Vec<ApprovalRecord> = self
+            .pending
+            .lock()
+            .values()
+            .map(|p| p.record.clone())
+            .collect();
         v.sort_by(|a, b| a.created_at.cmp(&b.created_at));
         v
     }
@@ -96,7 +107,11 @@ impl Approvals {
         let p = self.pending.lock().remove(id)?;
         let record = p.record.clone();
         // The receiver may be gone if the call was cancelled concurrently.
-        p.tx.send(Resolution { approved, by: by.to_owned() }).ok()?;
+        p.tx.send(Resolution {
+            approved,
+            by: by.to_owned(),
+        })
+        .ok()?;
         Some(record)
     }
 }
@@ -108,7 +123,9 @@ impl Hold {
 
     /// Wait for an operator, at most `timeout`.
     pub async fn wait(mut self, timeout: Duration) -> HoldOutcome {
-        let Some(rx) = self.rx.take() else { return HoldOutcome::TimedOut };
+        let Some(rx) = self.rx.take() else {
+            return HoldOutcome::TimedOut;
+        };
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => HoldOutcome::Resolved(r),
             _ => HoldOutcome::TimedOut,
@@ -165,12 +182,18 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(a.resolve("a1", true, "alice").is_some());
         assert!(a.resolve("a1", true, "alice").is_none(), "single use");
-        assert!(matches!(waiter.await.unwrap(), HoldOutcome::Resolved(Resolution { approved: true, .. })));
+        assert!(matches!(
+            waiter.await.unwrap(),
+            HoldOutcome::Resolved(Resolution { approved: true, .. })
+        ));
         let hold = a.hold(rec("a2"));
         drop(hold);
         assert!(a.list().is_empty(), "a dropped call cancels its approval");
         let hold = a.hold(rec("a3"));
-        assert!(matches!(hold.wait(Duration::from_millis(20)).await, HoldOutcome::TimedOut));
+        assert!(matches!(
+            hold.wait(Duration::from_millis(20)).await,
+            HoldOutcome::TimedOut
+        ));
         assert!(a.is_empty());
     }
 }

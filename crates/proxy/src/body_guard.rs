@@ -19,7 +19,10 @@ impl<G: Unpin> Body for Guarded<G> {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 
@@ -33,5 +36,9 @@ impl<G: Unpin> Body for Guarded<G> {
 }
 
 pub fn guard<G: Send + Unpin + 'static>(inner: ProxyBody, guard: G) -> ProxyBody {
-    Guarded { inner, _guard: guard }.boxed_unsync()
+    Guarded {
+        inner,
+        _guard: guard,
+    }
+    .boxed_unsync()
 }

@@ -76,7 +76,10 @@ pub fn canonicalize_path(raw: &str) -> Result<String, CanonError> {
                     return Err(CanonError::BadPercent);
                 };
                 let decoded = h * 16 + l;
-                if matches!(decoded, b'/' | b'\\' | b'.' | b'%' | b';' | b'?' | b'#') || decoded < 0x20 || decoded == 0x7f {
+                if matches!(decoded, b'/' | b'\\' | b'.' | b'%' | b';' | b'?' | b'#')
+                    || decoded < 0x20
+                    || decoded == 0x7f
+                {
                     return Err(CanonError::EncodedDelimiter);
                 }
                 if is_unreserved(decoded) {
@@ -155,14 +158,35 @@ mod tests {
 
     #[test]
     fn refuses_ambiguity() {
-        assert_eq!(canonicalize_path("/%2e%2e/etc"), Err(CanonError::EncodedDelimiter));
-        assert_eq!(canonicalize_path("/a%2Fb"), Err(CanonError::EncodedDelimiter));
-        assert_eq!(canonicalize_path("/a%2fb"), Err(CanonError::EncodedDelimiter));
-        assert_eq!(canonicalize_path("/a%5cb"), Err(CanonError::EncodedDelimiter));
-        assert_eq!(canonicalize_path("/a%252e"), Err(CanonError::EncodedDelimiter));
-        assert_eq!(canonicalize_path("/a%00"), Err(CanonError::EncodedDelimiter));
+        assert_eq!(
+            canonicalize_path("/%2e%2e/etc"),
+            Err(CanonError::EncodedDelimiter)
+        );
+        assert_eq!(
+            canonicalize_path("/a%2Fb"),
+            Err(CanonError::EncodedDelimiter)
+        );
+        assert_eq!(
+            canonicalize_path("/a%2fb"),
+            Err(CanonError::EncodedDelimiter)
+        );
+        assert_eq!(
+            canonicalize_path("/a%5cb"),
+            Err(CanonError::EncodedDelimiter)
+        );
+        assert_eq!(
+            canonicalize_path("/a%252e"),
+            Err(CanonError::EncodedDelimiter)
+        );
+        assert_eq!(
+            canonicalize_path("/a%00"),
+            Err(CanonError::EncodedDelimiter)
+        );
         assert_eq!(canonicalize_path("/a\\b"), Err(CanonError::Backslash));
-        assert_eq!(canonicalize_path("/a;jsessionid=1"), Err(CanonError::PathParameter));
+        assert_eq!(
+            canonicalize_path("/a;jsessionid=1"),
+            Err(CanonError::PathParameter)
+        );
         assert_eq!(canonicalize_path("/a#frag"), Err(CanonError::Fragment));
         assert_eq!(canonicalize_path("/a%zz"), Err(CanonError::BadPercent));
         assert_eq!(canonicalize_path("/a%4"), Err(CanonError::BadPercent));
@@ -179,13 +203,22 @@ mod tests {
         for _ in 0..20_000 {
             let mut s = String::from("/");
             for _ in 0..(x % 12) {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 s.push(alphabet[(x >> 33) as usize % alphabet.len()] as char);
             }
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
             if let Ok(c) = canonicalize_path(&s) {
-                assert_eq!(canonicalize_path(&c).as_deref(), Ok(c.as_str()), "input {s:?}");
-                assert!(!c.contains("//") && !c.contains("/./") && !c.contains("/../"), "{s:?} -> {c:?}");
+                assert_eq!(
+                    canonicalize_path(&c).as_deref(),
+                    Ok(c.as_str()),
+                    "input {s:?}"
+                );
+                assert!(
+                    !c.contains("//") && !c.contains("/./") && !c.contains("/../"),
+                    "{s:?} -> {c:?}"
+                );
             }
         }
     }

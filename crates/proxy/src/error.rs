@@ -72,7 +72,12 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Refusal { code, status: None, message: message.into(), reasons: Vec::new() }
+        Refusal {
+            code,
+            status: None,
+            message: message.into(),
+            reasons: Vec::new(),
+        }
     }
 
     pub fn with_reasons(mut self, reasons: Vec<String>) -> Self {
@@ -115,12 +120,23 @@ impl Refusal {
 }
 
 /// A JSON response with the request id header.
-pub fn json_response(status: StatusCode, body: Bytes, request_id: &str, close: bool) -> Response<ProxyBody> {
+pub fn json_response(
+    status: StatusCode,
+    body: Bytes,
+    request_id: &str,
+    close: bool,
+) -> Response<ProxyBody> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-request-id", v);
     }
@@ -134,7 +150,11 @@ pub fn json_response(status: StatusCode, body: Bytes, request_id: &str, close: b
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("binding {what} on {addr}: {source}")]
-    Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("identity: {0}")]
     Identity(#[from] chaperone_identity::IdentityError),
     #[error("policy: {0}")]

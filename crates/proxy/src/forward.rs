@@ -21,13 +21,16 @@ pub fn client_tls(ca: Option<&Path>) -> Result<rustls::ClientConfig, ProxyError>
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| ProxyError::Other(format!("reading upstream CA {}: {e}", path.display())))?;
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+                ProxyError::Other(format!("reading upstream CA {}: {e}", path.display()))
+            })?;
             for c in certs {
-                let c = c.map_err(|e| ProxyError::Other(format!("parsing upstream CA {}: {e}", path.display())))?;
-                roots
-                    .add(c)
-                    .map_err(|e| ProxyError::Other(format!("upstream CA {}: {e}", path.display())))?;
+                let c = c.map_err(|e| {
+                    ProxyError::Other(format!("parsing upstream CA {}: {e}", path.display()))
+                })?;
+                roots.add(c).map_err(|e| {
+                    ProxyError::Other(format!("upstream CA {}: {e}", path.display()))
+                })?;
             }
         }
         None => {

@@ -19,7 +19,13 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Headers never forwarded from the agent, and never shown to policy.
-const AGENT_CREDENTIALS: &[&str] = &["authorization", "proxy-authorization", "cookie", SESSION_HEADER, "x-forwarded-client-cert"];
+const AGENT_CREDENTIALS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    SESSION_HEADER,
+    "x-forwarded-client-cert",
+];
 
 /// Is this header one the sidecar owns (`x-chaperone-*`)?
 fn is_reserved(name: &HeaderName) -> bool {
@@ -81,7 +87,10 @@ pub fn policy_headers(headers: &HeaderMap) -> regorus::Value {
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect::<Vec<_>>()
             .join(", ");
-        m.insert(regorus::Value::from(name.as_str()), regorus::Value::from(joined));
+        m.insert(
+            regorus::Value::from(name.as_str()),
+            regorus::Value::from(joined),
+        );
     }
     regorus::Value::from(m)
 }

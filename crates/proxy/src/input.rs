@@ -30,21 +30,32 @@ pub fn route_value(r: &Route) -> Value {
     obj([
         ("name", Value::from(r.name.as_str())),
         ("upstream", Value::from(r.upstream.url.as_str())),
-        ("protocol", Value::from(match r.protocol {
-            chaperone_config::Protocol::Http => "http",
-            chaperone_config::Protocol::Mcp => "mcp",
-        })),
+        (
+            "protocol",
+            Value::from(match r.protocol {
+                chaperone_config::Protocol::Http => "http",
+                chaperone_config::Protocol::Mcp => "mcp",
+            }),
+        ),
         ("labels", json(serde_json::Value::Object(r.labels.clone()))),
     ])
 }
 
 /// `input.identity`.
-pub fn identity_value(spiffe_id: &str, trust_domain: &str, path: &str, attributes: &chaperone_config::JsonMap) -> Value {
+pub fn identity_value(
+    spiffe_id: &str,
+    trust_domain: &str,
+    path: &str,
+    attributes: &chaperone_config::JsonMap,
+) -> Value {
     obj([
         ("spiffe_id", Value::from(spiffe_id)),
         ("trust_domain", Value::from(trust_domain)),
         ("path", Value::from(path)),
-        ("attributes", json(serde_json::Value::Object(attributes.clone()))),
+        (
+            "attributes",
+            json(serde_json::Value::Object(attributes.clone())),
+        ),
     ])
 }
 
@@ -63,7 +74,9 @@ pub fn query_value(q: Option<&str>) -> Value {
     let mut m: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     if let Some(q) = q {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-            m.entry(k.into_owned()).or_default().push(Value::from(v.as_ref()));
+            m.entry(k.into_owned())
+                .or_default()
+                .push(Value::from(v.as_ref()));
         }
     }
     let mut out = BTreeMap::new();
@@ -96,5 +109,6 @@ impl CallInput {
 
 pub fn rfc3339(t: std::time::SystemTime) -> String {
     let dt = time::OffsetDateTime::from(t);
-    dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    dt.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

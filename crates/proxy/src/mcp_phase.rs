@@ -14,19 +14,25 @@ use http_body::{Body, Frame};
 use regorus::Value;
 
 use crate::body::{full, BoxError, ProxyBody};
-use crate::error::{Code, Refusal};
 #[allow(unused_imports)]
 use crate::error::Code as _Code;
+use crate::error::{Code, Refusal};
 use crate::input::{self, obj};
 use crate::pipeline::ConnInfo;
 use crate::sidecar::Sidecar;
 
 /// Check headers and parse the body; refusals carry the JSON-RPC id when known.
 pub fn inspect(headers: &HeaderMap, body: &[u8], max: usize) -> Result<McpRequest, Refusal> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let ce = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    chaperone_mcp::check_content_headers(ct, ce).map_err(|e| Refusal::bad_request(format!("MCP request refused: {e}")))?;
-    chaperone_mcp::parse_request(body, max).map_err(|e| Refusal::bad_request(format!("MCP request refused: {e}")))
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let ce = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    chaperone_mcp::check_content_headers(ct, ce)
+        .map_err(|e| Refusal::bad_request(format!("MCP request refused: {e}")))?;
+    chaperone_mcp::parse_request(body, max)
+        .map_err(|e| Refusal::bad_request(format!("MCP request refused: {e}")))
 }
 
 /// `input.request.mcp`.
@@ -34,34 +40,67 @@ pub fn mcp_value(m: &McpRequest) -> Value {
     obj([
         ("method", Value::from(m.method.as_str())),
         ("id", m.id.clone().map(input::json).unwrap_or(Value::Null)),
-        ("tool", m.tool.as_deref().map(Value::from).unwrap_or(Value::Null)),
+        (
+            "tool",
+            m.tool.as_deref().map(Value::from).unwrap_or(Value::Null),
+        ),
         ("arguments", input::json(m.arguments.clone())),
-        ("client_info", m.client_info.clone().map(input::json).unwrap_or(Value::Null)),
+        (
+            "client_info",
+            m.client_info
+                .clone()
+                .map(input::json)
+                .unwrap_or(Value::Null),
+        ),
     ])
 }
 
 /// A refusal on an MCP route: HTTP status of SPEC §9, JSON-RPC error body so MCP
 /// clients surface it as an error of the call that caused it.
-pub fn refusal_response(r: Refusal, request_id: &str, jsonrpc_id: Option<&serde_json::Value>) -> Response<ProxyBody> {
+pub fn refusal_response(
+    r: Refusal,
+    request_id: &str,
+    jsonrpc_id: Option<&serde_json::Value>,
+) -> Response<ProxyBody> {
     let code = chaperone_mcp::refusal_code(r.code.as_str());
     let mut data = serde_json::json!({"error": r.code.as_str(), "request_id": request_id});
     if !r.reasons.is_empty() {
         data["reasons"] = serde_json::json!(r.reasons);
     }
-    let message = if r.reasons.is_empty() { r.message.clone() } else { format!("{}: {}", r.message, r.reasons.join("; ")) };
+    let message = if r.reasons.is_empty() {
+        r.message.clone()
+    } else {
+        format!("{}: {}", r.message, r.reasons.join("; "))
+    };
     let body = chaperone_mcp::jsonrpc_error(jsonrpc_id, code, &message, Some(data));
     let mut resp = Response::new(full(Bytes::from(body)));
     *resp.status_mut() = r.status();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 fn hidden_key(conn: &ConnInfo, session: Option<&Session>, route: &str) -> String {
-    format!("{}|{}|{}", conn.spiffe, session.map(|s| s.id.as_str()).unwrap_or("-"), route)
+    format!(
+        "{}|{}|{}",
+        conn.spiffe,
+        session.map(|s| s.id.as_str()).unwrap_or("-"),
+        route
+    )
 }
 
-pub fn is_hidden(sc: &Sidecar, conn: &ConnInfo, session: Option<&Session>, route: &str, tool: &str) -> bool {
-    sc.hidden_tools.get(&hidden_key(conn, session, route)).is_some_and(|s| s.contains(tool))
+pub fn is_hidden(
+    sc: &Sidecar,
+    conn: &ConnInfo,
+    session: Option<&Session>,
+    route: &str,
+    tool: &str,
+) -> bool {
+    sc.hidden_tools
+        .get(&hidden_key(conn, session, route))
+        .is_some_and(|s| s.contains(tool))
 }
 
 type Predicate = Box<dyn FnMut(&str, &serde_json::Value) -> bool + Send>;
@@ -89,7 +128,10 @@ impl ToolsFilter {
                 ("method", Value::from("tools/call")),
                 ("id", Value::Null),
                 ("tool", Value::from(name)),
-                ("arguments", Value::from(std::collections::BTreeMap::<Value, Value>::new())),
+                (
+                    "arguments",
+                    Value::from(std::collections::BTreeMap::<Value, Value>::new()),
+                ),
                 ("client_info", Value::Null),
             ]);
             let d = sc.policy.current().eval_call(make(mcp));
@@ -123,23 +165,43 @@ pub async fn filter_response(
         let pred = f.predicate();
         let pred: Predicate = Box::new(pred);
         let filter = SseToolsFilter::new(f.request_id.clone(), pred);
-        return Ok(http_body_util::BodyExt::boxed_unsync(SseBody { inner: body, filter: Some(filter) }));
+        return Ok(http_body_util::BodyExt::boxed_unsync(SseBody {
+            inner: body,
+            filter: Some(filter),
+        }));
     }
     if ct.starts_with("application/json") {
         let bytes = crate::pipeline::read_body(body, MAX_TOOLS_LIST_JSON)
             .await
-            .map_err(|_| Refusal::new(Code::UpstreamUnavailable, "tools/list response too large or unreadable"))?;
+            .map_err(|_| {
+                Refusal::new(
+                    Code::UpstreamUnavailable,
+                    "tools/list response too large or unreadable",
+                )
+            })?;
         let mut pred = f.predicate();
-        let out = chaperone_mcp::filter_tools_list_json(&bytes, &f.request_id, &mut pred)
-            .map_err(|e| Refusal::new(Code::UpstreamUnavailable, format!("malformed tools/list response: {e}")))?;
+        let out = chaperone_mcp::filter_tools_list_json(&bytes, &f.request_id, &mut pred).map_err(
+            |e| {
+                Refusal::new(
+                    Code::UpstreamUnavailable,
+                    format!("malformed tools/list response: {e}"),
+                )
+            },
+        )?;
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
         return Ok(full(Bytes::from(out)));
     }
     // 202 Accepted and friends have no body to filter.
-    if headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0") {
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0")
+    {
         return Ok(crate::body::incoming(body));
     }
-    Err(Refusal::new(Code::UpstreamUnavailable, format!("tools/list response has an unexpected content type {ct:?}")))
+    Err(Refusal::new(
+        Code::UpstreamUnavailable,
+        format!("tools/list response has an unexpected content type {ct:?}"),
+    ))
 }
 
 /// SSE response body filtered event by event.
@@ -152,15 +214,24 @@ impl Body for SseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
-            let Some(filter) = self.filter.as_mut() else { return Poll::Ready(None) };
+            let Some(filter) = self.filter.as_mut() else {
+                return Poll::Ready(None);
+            };
             let _ = filter;
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    let Some(filter) = self.filter.as_mut() else { return Poll::Ready(None) };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    let Some(filter) = self.filter.as_mut() else {
+                        return Poll::Ready(None);
+                    };
                     match filter.push(&data) {
                         Ok(out) if out.is_empty() => continue,
                         Ok(out) => return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out))))),
@@ -175,7 +246,9 @@ impl Body for SseBody {
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
                 Poll::Ready(None) => {
-                    let Some(mut filter) = self.filter.take() else { return Poll::Ready(None) };
+                    let Some(mut filter) = self.filter.take() else {
+                        return Poll::Ready(None);
+                    };
                     return match filter.finish() {
                         Ok(out) if out.is_empty() => Poll::Ready(None),
                         Ok(out) => Poll::Ready(Some(Ok(Frame::data(Bytes::from(out))))),

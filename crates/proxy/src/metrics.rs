@@ -2,7 +2,8 @@
 //! fixed enums only: cardinality is bounded by the config, never by request data.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -27,9 +28,12 @@ pub struct Metrics {
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
-const EVAL_BUCKETS: &[f64] = &[0.000005, 0.00001, 0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01, 0.05];
+const EVAL_BUCKETS: &[f64] = &[
+    0.000005, 0.00001, 0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01, 0.05,
+];
 
 impl Metrics {
     // Metric definitions are static: registration can only fail on a programming
@@ -40,44 +44,70 @@ impl Metrics {
         macro_rules! reg {
             ($m:expr) => {{
                 let m = $m.expect("metric definition");
-                registry.register(Box::new(m.clone())).expect("metric registration");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric registration");
                 m
             }};
         }
         Metrics {
             requests: reg!(IntCounterVec::new(
-                Opts::new("chaperone_requests_total", "Agent calls by route and decision."),
+                Opts::new(
+                    "chaperone_requests_total",
+                    "Agent calls by route and decision."
+                ),
                 &["route", "decision"]
             )),
             request_duration: reg!(HistogramVec::new(
-                HistogramOpts::new("chaperone_request_duration_seconds", "End-to-end call duration.")
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "chaperone_request_duration_seconds",
+                    "End-to-end call duration."
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
                 &["route"]
             )),
             policy_eval: reg!(prometheus::Histogram::with_opts(
-                HistogramOpts::new("chaperone_policy_eval_seconds", "Policy evaluation time per decision.")
-                    .buckets(EVAL_BUCKETS.to_vec())
+                HistogramOpts::new(
+                    "chaperone_policy_eval_seconds",
+                    "Policy evaluation time per decision."
+                )
+                .buckets(EVAL_BUCKETS.to_vec())
             )),
-            sessions_active: reg!(IntGauge::new("chaperone_sessions_active", "Live task sessions.")),
+            sessions_active: reg!(IntGauge::new(
+                "chaperone_sessions_active",
+                "Live task sessions."
+            )),
             sessions_ended: reg!(IntCounterVec::new(
                 Opts::new("chaperone_sessions_ended_total", "Ended sessions by cause."),
                 &["reason"]
             )),
             credentials_issued: reg!(IntCounterVec::new(
-                Opts::new("chaperone_credentials_issued_total", "Credentials issued by provider."),
+                Opts::new(
+                    "chaperone_credentials_issued_total",
+                    "Credentials issued by provider."
+                ),
                 &["provider"]
             )),
             credentials_revoked: reg!(IntCounterVec::new(
-                Opts::new("chaperone_credentials_revoked_total", "Credentials revoked by provider and reason."),
+                Opts::new(
+                    "chaperone_credentials_revoked_total",
+                    "Credentials revoked by provider and reason."
+                ),
                 &["provider", "reason"]
             )),
             credential_revoke_failures: reg!(IntCounterVec::new(
-                Opts::new("chaperone_credential_revoke_failures_total", "Failed revocation attempts by provider."),
+                Opts::new(
+                    "chaperone_credential_revoke_failures_total",
+                    "Failed revocation attempts by provider."
+                ),
                 &["provider"]
             )),
             credential_issue_seconds: reg!(HistogramVec::new(
-                HistogramOpts::new("chaperone_credential_issue_seconds", "Credential issue latency by provider.")
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "chaperone_credential_issue_seconds",
+                    "Credential issue latency by provider."
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
                 &["provider"]
             )),
             tls_handshake_failures: reg!(IntCounter::new(
@@ -85,16 +115,28 @@ impl Metrics {
                 "Agent TLS handshakes that failed (bad, missing or untrusted SVIDs included)."
             )),
             policy_reloads: reg!(IntCounterVec::new(
-                Opts::new("chaperone_policy_reloads_total", "Policy reloads by result."),
+                Opts::new(
+                    "chaperone_policy_reloads_total",
+                    "Policy reloads by result."
+                ),
                 &["result"]
             )),
             upstream_errors: reg!(IntCounterVec::new(
-                Opts::new("chaperone_upstream_errors_total", "Upstream failures by route and kind."),
+                Opts::new(
+                    "chaperone_upstream_errors_total",
+                    "Upstream failures by route and kind."
+                ),
                 &["route", "kind"]
             )),
-            approvals_pending: reg!(IntGauge::new("chaperone_approvals_pending", "Calls held for approval.")),
+            approvals_pending: reg!(IntGauge::new(
+                "chaperone_approvals_pending",
+                "Calls held for approval."
+            )),
             approvals_resolved: reg!(IntCounterVec::new(
-                Opts::new("chaperone_approvals_resolved_total", "Approvals by outcome."),
+                Opts::new(
+                    "chaperone_approvals_resolved_total",
+                    "Approvals by outcome."
+                ),
                 &["outcome"]
             )),
             audit_dropped: reg!(IntCounter::new(
@@ -105,7 +147,10 @@ impl Metrics {
                 "chaperone_cert_expiry_timestamp_seconds",
                 "Expiry (unix seconds) of the sidecar's current serving SVID."
             )),
-            connections_active: reg!(IntGauge::new("chaperone_connections_active", "Open agent connections.")),
+            connections_active: reg!(IntGauge::new(
+                "chaperone_connections_active",
+                "Open agent connections."
+            )),
             registry,
         }
     }

@@ -118,7 +118,11 @@ pub async fn handle(
         Ok(resp) => resp,
         Err((refusal, close)) => {
             if rec.reasons.is_empty() {
-                rec.reasons = if refusal.reasons.is_empty() { vec![refusal.message.clone()] } else { refusal.reasons.clone() };
+                rec.reasons = if refusal.reasons.is_empty() {
+                    vec![refusal.message.clone()]
+                } else {
+                    refusal.reasons.clone()
+                };
             }
             if rec.mcp_route {
                 mcp_phase::refusal_response(refusal, &rec.request_id, rec.jsonrpc_id.as_ref())
@@ -150,14 +154,23 @@ async fn run(
     // 1. connection checks ---------------------------------------------------
     if let Some(v) = &conn.verdicts {
         if let Verdict::Ambiguous(why) = v.next() {
-            return Err((Refusal::bad_request(format!("ambiguous request framing: {why}")), true));
+            return Err((
+                Refusal::bad_request(format!("ambiguous request framing: {why}")),
+                true,
+            ));
         }
     }
-    let now_unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now_unix = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     if now_unix > conn.not_after {
         return Err((
-            Refusal::new(Code::Denied, "client certificate has expired; reconnect with a current SVID")
-                .with_status(StatusCode::UNAUTHORIZED),
+            Refusal::new(
+                Code::Denied,
+                "client certificate has expired; reconnect with a current SVID",
+            )
+            .with_status(StatusCode::UNAUTHORIZED),
             true,
         ));
     }
@@ -165,7 +178,9 @@ async fn run(
     // 2. reserved API ----------------------------------------------------------
     if req.uri().path().starts_with("/.chaperone/") {
         rec.route = Some("chaperone-api".into());
-        return crate::session_api::handle(sc, conn, req, rec).await.map_err(|r| (r, false));
+        return crate::session_api::handle(sc, conn, req, rec)
+            .await
+            .map_err(|r| (r, false));
     }
 
     // 3. request target ----------------------------------------------------------
@@ -180,7 +195,8 @@ async fn run(
         return Err((Refusal::bad_request("duplicate Content-Length"), true));
     }
     let host = request_host(&parts.uri, &parts.headers).map_err(|r| (r, true))?;
-    let path = canon::canonicalize_path(parts.uri.path()).map_err(|e| (Refusal::bad_request(e.to_string()), false))?;
+    let path = canon::canonicalize_path(parts.uri.path())
+        .map_err(|e| (Refusal::bad_request(e.to_string()), false))?;
     let query = parts.uri.query().map(str::to_owned);
     if let Some(q) = &query {
         canon::check_query(q).map_err(|e| (Refusal::bad_request(e.to_string()), false))?;
@@ -190,7 +206,10 @@ async fn run(
     // 4. route -------------------------------------------------------------------
     let routing = sc.routing.load_full();
     let Some(m) = routing.routes.lookup(host.as_deref(), &path) else {
-        return refuse(Refusal::new(Code::NoRoute, format!("no route matches {path}")));
+        return refuse(Refusal::new(
+            Code::NoRoute,
+            format!("no route matches {path}"),
+        ));
     };
     let route = m.route.clone();
     let route_path = m.route_path.to_owned();
@@ -199,7 +218,13 @@ async fn run(
     let is_mcp = route.route.protocol == Protocol::Mcp;
     rec.mcp_route = is_mcp;
     if parts.headers.contains_key(header::UPGRADE) {
-        return Err((Refusal::bad_request(format!("protocol upgrade is not allowed on route {}", route.route.name)), true));
+        return Err((
+            Refusal::bad_request(format!(
+                "protocol upgrade is not allowed on route {}",
+                route.route.name
+            )),
+            true,
+        ));
     }
 
     // 5. identity ------------------------------------------------------------------
@@ -209,7 +234,12 @@ async fn run(
             format!("identity {} matches no `identities` entry", conn.spiffe),
         ));
     };
-    let identity = input::identity_value(conn.spiffe.as_str(), conn.spiffe.trust_domain(), conn.spiffe.path(), attributes);
+    let identity = input::identity_value(
+        conn.spiffe.as_str(),
+        conn.spiffe.trust_domain(),
+        conn.spiffe.path(),
+        attributes,
+    );
 
     // 6. session --------------------------------------------------------------------
     let session = authenticate(sc, conn, &parts.headers).map_err(|r| (r, false))?;
@@ -220,7 +250,11 @@ async fn run(
     parts.headers.remove(header::HOST);
 
     // 8. inspection --------------------------------------------------------------------
-    let body_len = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let body_len = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if is_mcp && parts.method == Method::POST {
         // MCP: the whole (size-capped) body is inspected, and exactly those bytes are forwarded.
         let max = sc.cfg().limits.max_body_bytes;
@@ -230,13 +264,40 @@ async fn run(
         rec.jsonrpc_id = parsed.id.clone();
         let mcp_value = mcp_phase::mcp_value(&parsed);
         return decide_and_forward(
-            sc, conn, rec, parts, None, Some(bytes), body_len, route, route_path, query, host, identity, session, mcp_value,
+            sc,
+            conn,
+            rec,
+            parts,
+            None,
+            Some(bytes),
+            body_len,
+            route,
+            route_path,
+            query,
+            host,
+            identity,
+            session,
+            mcp_value,
             Some(parsed),
         )
         .await;
     }
     decide_and_forward(
-        sc, conn, rec, parts, Some(body), None, body_len, route, route_path, query, host, identity, session, Value::Null, None,
+        sc,
+        conn,
+        rec,
+        parts,
+        Some(body),
+        None,
+        body_len,
+        route,
+        route_path,
+        query,
+        host,
+        identity,
+        session,
+        Value::Null,
+        None,
     )
     .await
 }
@@ -265,12 +326,16 @@ async fn decide_and_forward(
 
     // Hidden tools stay hidden: a tool filtered out of tools/list is denied on call.
     if let (Some(m), Some(tool)) = (&mcp_req, &rec.tool) {
-        if m.method == "tools/call" && mcp_phase::is_hidden(sc, conn, session.as_deref(), &route.route.name, tool) {
+        if m.method == "tools/call"
+            && mcp_phase::is_hidden(sc, conn, session.as_deref(), &route.route.name, tool)
+        {
             rec.decision = "deny";
             rec.counted = true;
             let reason = format!("tool {tool} is not available to this session");
             rec.reasons = vec![reason.clone()];
-            return refuse(Refusal::new(Code::Denied, "call denied by policy").with_reasons(vec![reason]));
+            return refuse(
+                Refusal::new(Code::Denied, "call denied by policy").with_reasons(vec![reason]),
+            );
         }
     }
 
@@ -320,11 +385,17 @@ async fn decide_and_forward(
         rec.decision = "deny";
         rec.reasons = decision.revoke_session.clone();
         if let Some(s) = &session {
-            sc.end_session(&s.id, EndReason::PolicyRevoked(decision.revoke_session.clone())).await;
+            sc.end_session(
+                &s.id,
+                EndReason::PolicyRevoked(decision.revoke_session.clone()),
+            )
+            .await;
         }
         let mut reasons = decision.revoke_session.clone();
         reasons.extend(decision.deny.iter().cloned());
-        return refuse(Refusal::new(Code::Denied, "session revoked by policy").with_reasons(reasons));
+        return refuse(
+            Refusal::new(Code::Denied, "session revoked by policy").with_reasons(reasons),
+        );
     }
     if !decision.deny.is_empty() || !decision.allow {
         rec.decision = "deny";
@@ -338,7 +409,10 @@ async fn decide_and_forward(
     }
     if !sc.audit_ok() {
         rec.decision = "error";
-        return refuse(Refusal::new(Code::Unavailable, "audit log unavailable; calls are refused (on_audit_failure: deny)"));
+        return refuse(Refusal::new(
+            Code::Unavailable,
+            "audit log unavailable; calls are refused (on_audit_failure: deny)",
+        ));
     }
 
     // 11. approval ------------------------------------------------------------------------------
@@ -346,15 +420,23 @@ async fn decide_and_forward(
         // Bind the approval to the exact body: buffer it (bounded) to hash it.
         if buffered.is_none() {
             if let Some(b) = stream_body {
-                buffered = Some(read_body(b, cfg.limits.max_body_bytes).await.map_err(|r| (r, false))?);
+                buffered = Some(
+                    read_body(b, cfg.limits.max_body_bytes)
+                        .await
+                        .map_err(|r| (r, false))?,
+                );
             }
             return approve_then_forward(
-                sc, conn, rec, parts, buffered, route, route_path, query, host, session, decision, mcp_req,
+                sc, conn, rec, parts, buffered, route, route_path, query, host, session, decision,
+                mcp_req,
             )
             .await;
         }
-        return approve_then_forward(sc, conn, rec, parts, buffered, route, route_path, query, host, session, decision, mcp_req)
-            .await;
+        return approve_then_forward(
+            sc, conn, rec, parts, buffered, route, route_path, query, host, session, decision,
+            mcp_req,
+        )
+        .await;
     }
     rec.decision = "allow";
 
@@ -366,10 +448,25 @@ async fn decide_and_forward(
     };
     parts.headers.remove(header::CONTENT_LENGTH);
     if let Some(n) = body_len {
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     let filter = tools_list_filter(sc, conn, &mcp_req, session.clone(), &route, &parts_in);
-    forward(sc, rec, parts, req_body, &routing, &route, &route_path, query.as_deref(), session.as_ref(), &decision, filter).await
+    forward(
+        sc,
+        rec,
+        parts,
+        req_body,
+        &routing,
+        &route,
+        &route_path,
+        query.as_deref(),
+        session.as_ref(),
+        &decision,
+        filter,
+    )
+    .await
 }
 
 /// The input document minus `request.mcp`, shared by the call's decision and the
@@ -417,7 +514,10 @@ impl RequestParts {
             ("query", self.query.clone()),
             ("host", Value::from(self.host.as_str())),
             ("headers", self.headers.clone()),
-            ("body_bytes", self.body_bytes.map(Value::from).unwrap_or(Value::Null)),
+            (
+                "body_bytes",
+                self.body_bytes.map(Value::from).unwrap_or(Value::Null),
+            ),
             ("mcp", mcp),
         ])
     }
@@ -477,7 +577,10 @@ async fn approve_then_forward(
         tool: rec.tool.clone(),
         body_sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, &body_bytes)),
         arguments_sha256: mcp_req.as_ref().map(|m| {
-            hex::encode(ring::digest::digest(&ring::digest::SHA256, m.arguments.to_string().as_bytes()))
+            hex::encode(ring::digest::digest(
+                &ring::digest::SHA256,
+                m.arguments.to_string().as_bytes(),
+            ))
         }),
         reasons: decision.approval.clone(),
         request_id: rec.request_id.clone(),
@@ -501,7 +604,10 @@ async fn approve_then_forward(
         HoldOutcome::Resolved(r) => ("denied", r.by.clone()),
         HoldOutcome::TimedOut => ("timeout", String::new()),
     };
-    sc.metrics.approvals_resolved.with_label_values(&[decision_str]).inc();
+    sc.metrics
+        .approvals_resolved
+        .with_label_values(&[decision_str])
+        .inc();
     let mut ev = approval_event("approval.resolved", &record, session.as_deref());
     ev.decision = Some(decision_str.to_owned());
     if !by.is_empty() {
@@ -514,16 +620,25 @@ async fn approve_then_forward(
             rec.decision = "approval_denied";
             rec.reasons = record.reasons.clone();
             return refuse(
-                Refusal::new(Code::ApprovalDenied, format!("approval {} denied by {}", record.id, r.by))
-                    .with_reasons(record.reasons),
+                Refusal::new(
+                    Code::ApprovalDenied,
+                    format!("approval {} denied by {}", record.id, r.by),
+                )
+                .with_reasons(record.reasons),
             );
         }
         HoldOutcome::TimedOut => {
             rec.decision = "approval_timeout";
             rec.reasons = record.reasons.clone();
             return refuse(
-                Refusal::new(Code::ApprovalTimeout, format!("approval {} was not granted within {:?}", record.id, timeout))
-                    .with_reasons(record.reasons),
+                Refusal::new(
+                    Code::ApprovalTimeout,
+                    format!(
+                        "approval {} was not granted within {:?}",
+                        record.id, timeout
+                    ),
+                )
+                .with_reasons(record.reasons),
             );
         }
     }
@@ -532,14 +647,31 @@ async fn approve_then_forward(
     // A session may have been revoked while the call waited.
     if let Some(s) = &session {
         if s.is_ended() {
-            return refuse(Refusal::new(Code::InvalidSession, "the session ended while the call waited for approval"));
+            return refuse(Refusal::new(
+                Code::InvalidSession,
+                "the session ended while the call waited for approval",
+            ));
         }
     }
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_bytes.len()));
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body_bytes.len()));
     let routing = sc.routing.load_full();
-    forward(sc, rec, parts, body::full(body_bytes), &routing, &route, &route_path, query.as_deref(), session.as_ref(), &decision, None)
-        .await
+    forward(
+        sc,
+        rec,
+        parts,
+        body::full(body_bytes),
+        &routing,
+        &route,
+        &route_path,
+        query.as_deref(),
+        session.as_ref(),
+        &decision,
+        None,
+    )
+    .await
 }
 
 fn approval_event(kind: &str, r: &ApprovalRecord, session: Option<&Session>) -> AuditEvent {
@@ -585,9 +717,17 @@ async fn forward(
             spiffe_id: rec_spiffe(session, sc, rec),
             session_id: session.map(|s| s.id.clone()),
             task: session.map(|s| s.task.clone()),
-            scopes: decision.scopes.clone().or_else(|| session.map(|s| s.scopes.clone())).unwrap_or_default(),
-            delegation_chain: session.map(|s| s.delegation_chain.clone()).unwrap_or_default(),
-            not_after: session.map(|s| s.expires_at).unwrap_or_else(|| SystemTime::now() + std::time::Duration::from_secs(300)),
+            scopes: decision
+                .scopes
+                .clone()
+                .or_else(|| session.map(|s| s.scopes.clone()))
+                .unwrap_or_default(),
+            delegation_chain: session
+                .map(|s| s.delegation_chain.clone())
+                .unwrap_or_default(),
+            not_after: session
+                .map(|s| s.expires_at)
+                .unwrap_or_else(|| SystemTime::now() + std::time::Duration::from_secs(300)),
         };
         match routing.credentials.acquire(name, &ctx).await {
             Ok(l) => {
@@ -599,7 +739,10 @@ async fn forward(
             Err(e) => {
                 rec.decision = "error";
                 tracing::warn!(request_id = %rec.request_id, credential = %name, error = %e, "credential unavailable");
-                return refuse(Refusal::new(Code::CredentialUnavailable, format!("credential {name} is unavailable: {e}")));
+                return refuse(Refusal::new(
+                    Code::CredentialUnavailable,
+                    format!("credential {name} is unavailable: {e}"),
+                ));
             }
         }
     }
@@ -615,31 +758,53 @@ async fn forward(
         target.push('?');
         target.push_str(q);
     }
-    let uri: Uri = target
-        .parse()
-        .map_err(|_| (Refusal::new(Code::BadRequest, "request cannot be mapped to the upstream"), false))?;
+    let uri: Uri = target.parse().map_err(|_| {
+        (
+            Refusal::new(Code::BadRequest, "request cannot be mapped to the upstream"),
+            false,
+        )
+    })?;
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
         parts.headers.insert("x-request-id", v);
     }
     let Some(client) = routing.upstreams.for_route(r) else {
-        return refuse(Refusal::new(Code::UpstreamUnavailable, "no upstream client for route"));
+        return refuse(Refusal::new(
+            Code::UpstreamUnavailable,
+            "no upstream client for route",
+        ));
     };
     let upstream_req = Request::from_parts(parts, req_body);
     let resp = match tokio::time::timeout(r.timeout, client.request(upstream_req)).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
-            let kind = if e.is_connect() { "connect" } else { "protocol" };
-            sc.metrics.upstream_errors.with_label_values(&[r.name.as_str(), kind]).inc();
+            let kind = if e.is_connect() {
+                "connect"
+            } else {
+                "protocol"
+            };
+            sc.metrics
+                .upstream_errors
+                .with_label_values(&[r.name.as_str(), kind])
+                .inc();
             tracing::warn!(request_id = %rec.request_id, route = %r.name, error = %e, "upstream request failed");
-            return refuse(Refusal::new(Code::UpstreamUnavailable, format!("upstream of route {} is unavailable", r.name)));
+            return refuse(Refusal::new(
+                Code::UpstreamUnavailable,
+                format!("upstream of route {} is unavailable", r.name),
+            ));
         }
         Err(_) => {
-            sc.metrics.upstream_errors.with_label_values(&[r.name.as_str(), "timeout"]).inc();
+            sc.metrics
+                .upstream_errors
+                .with_label_values(&[r.name.as_str(), "timeout"])
+                .inc();
             return refuse(Refusal::new(
                 Code::UpstreamTimeout,
-                format!("upstream of route {} did not answer within {:?}", r.name, r.timeout),
+                format!(
+                    "upstream of route {} did not answer within {:?}",
+                    r.name, r.timeout
+                ),
             ));
         }
     };
@@ -648,7 +813,11 @@ async fn forward(
     let (mut rparts, rbody) = resp.into_parts();
     headers::sanitize_response(&mut rparts.headers);
     let body = match filter {
-        Some(f) if rparts.status.is_success() => mcp_phase::filter_response(f, &mut rparts.headers, rbody).await.map_err(|r| (r, false))?,
+        Some(f) if rparts.status.is_success() => {
+            mcp_phase::filter_response(f, &mut rparts.headers, rbody)
+                .await
+                .map_err(|r| (r, false))?
+        }
         _ => body::incoming(rbody),
     };
     // Per-call credentials (no session) live until the response body is done.
@@ -672,8 +841,14 @@ where
     match Limited::new(b, max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Err(Refusal::new(Code::PayloadTooLarge, format!("request body exceeds {max} bytes")).with_status(StatusCode::BAD_REQUEST))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(Refusal::new(
+                    Code::PayloadTooLarge,
+                    format!("request body exceeds {max} bytes"),
+                )
+                .with_status(StatusCode::BAD_REQUEST))
             } else {
                 Err(Refusal::bad_request("request body could not be read"))
             }
@@ -684,13 +859,19 @@ where
 /// The request's host: from the absolute-form URI or the Host header; they must agree.
 fn request_host(uri: &Uri, headers: &http::HeaderMap) -> Result<Option<String>, Refusal> {
     let header_host = match headers.get(header::HOST) {
-        Some(v) => Some(v.to_str().map_err(|_| Refusal::bad_request("invalid Host header"))?.to_ascii_lowercase()),
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| Refusal::bad_request("invalid Host header"))?
+                .to_ascii_lowercase(),
+        ),
         None => None,
     };
     let uri_host = uri.authority().map(|a| a.as_str().to_ascii_lowercase());
     if let (Some(h), Some(u)) = (&header_host, &uri_host) {
         if h != u {
-            return Err(Refusal::bad_request("absolute-form request target disagrees with Host"));
+            return Err(Refusal::bad_request(
+                "absolute-form request target disagrees with Host",
+            ));
         }
     }
     let full = uri_host.or(header_host);
@@ -699,20 +880,37 @@ fn request_host(uri: &Uri, headers: &http::HeaderMap) -> Result<Option<String>, 
 
 fn strip_port(h: &str) -> &str {
     if h.starts_with('[') {
-        return h.split(']').next().map(|s| s.trim_start_matches('[')).unwrap_or(h);
+        return h
+            .split(']')
+            .next()
+            .map(|s| s.trim_start_matches('['))
+            .unwrap_or(h);
     }
     h.rsplit_once(':').map(|(a, _)| a).unwrap_or(h)
 }
 
 /// Phase 6: the session token, if any.
-fn authenticate(sc: &Sidecar, conn: &ConnInfo, headers: &http::HeaderMap) -> Result<Option<Arc<Session>>, Refusal> {
+fn authenticate(
+    sc: &Sidecar,
+    conn: &ConnInfo,
+    headers: &http::HeaderMap,
+) -> Result<Option<Arc<Session>>, Refusal> {
     let mut values = headers.get_all(SESSION_HEADER).iter();
-    let Some(v) = values.next() else { return Ok(None) };
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
-        return Err(Refusal::bad_request("more than one chaperone-session header"));
+        return Err(Refusal::bad_request(
+            "more than one chaperone-session header",
+        ));
     }
-    let token = v.to_str().map_err(|_| Refusal::new(Code::InvalidSession, "malformed session token"))?;
-    match sc.sessions.authenticate(token, conn.spiffe.as_str(), SystemTime::now()) {
+    let token = v
+        .to_str()
+        .map_err(|_| Refusal::new(Code::InvalidSession, "malformed session token"))?;
+    match sc
+        .sessions
+        .authenticate(token, conn.spiffe.as_str(), SystemTime::now())
+    {
         Ok(s) => Ok(Some(s)),
         Err(SessionError::WrongIdentity) => Err(Refusal::new(
             Code::InvalidSession,
@@ -728,11 +926,23 @@ fn authenticate(sc: &Sidecar, conn: &ConnInfo, headers: &http::HeaderMap) -> Res
 /// 15. account: stats, metrics, audit.
 fn account(sc: &Sidecar, conn: &ConnInfo, rec: CallRecord) {
     let route = rec.route.as_deref().unwrap_or("none");
-    sc.metrics.requests.with_label_values(&[route, rec.decision]).inc();
-    sc.metrics.request_duration.with_label_values(&[route]).observe(rec.started.elapsed().as_secs_f64());
+    sc.metrics
+        .requests
+        .with_label_values(&[route, rec.decision])
+        .inc();
+    sc.metrics
+        .request_duration
+        .with_label_values(&[route])
+        .observe(rec.started.elapsed().as_secs_f64());
     if rec.counted {
         if let Some(s) = &rec.session {
-            sc.sessions.record_call(s, route, rec.data_domain.as_deref(), rec.decision != "allow", SystemTime::now());
+            sc.sessions.record_call(
+                s,
+                route,
+                rec.data_domain.as_deref(),
+                rec.decision != "allow",
+                SystemTime::now(),
+            );
         }
     }
     let latency_ms = rec.started.elapsed().as_secs_f64() * 1000.0;

@@ -25,18 +25,22 @@ pub fn config_view(c: &Config) -> serde_json::Value {
     let mut creds = serde_json::Map::new();
     for (name, cr) in &c.credentials {
         let detail = match &cr.provider {
-            Provider::Jwt(j) => json!({"audience": j.audience, "issuer": j.issuer, "ttl_s": j.ttl.as_secs(),
+            Provider::Jwt(j) => {
+                json!({"audience": j.audience, "issuer": j.issuer, "ttl_s": j.ttl.as_secs(),
                 "signing_key": j.signing_key.as_ref().map(|p| p.display().to_string()),
-                "algorithm": format!("{:?}", j.algorithm)}),
+                "algorithm": format!("{:?}", j.algorithm)})
+            }
             Provider::Vault(v) => json!({"address": v.address,
                 "auth": match &v.auth { VaultAuth::TokenFile(p) => json!({"token_file": p.display().to_string()}),
                     VaultAuth::Kubernetes { mount, role, jwt_file } => json!({"method": "kubernetes", "mount": mount, "role": role, "jwt_file": jwt_file.display().to_string()}) },
                 "mode": match &v.mode { VaultMode::Token { policies, num_uses } => json!({"token": {"policies": policies, "num_uses": num_uses}}),
                     VaultMode::Lease { path } => json!({"lease": {"path": path}}) },
                 "ttl_s": v.ttl.as_secs()}),
-            Provider::OAuth2(o) => json!({"token_url": o.token_url, "grant": format!("{:?}", o.grant), "client_id": o.client_id,
+            Provider::OAuth2(o) => {
+                json!({"token_url": o.token_url, "grant": format!("{:?}", o.grant), "client_id": o.client_id,
                 "client_secret_file": o.client_secret_file.as_ref().map(|p| p.display().to_string()),
-                "scope": o.scope, "audience": o.audience, "revocation_url": o.revocation_url}),
+                "scope": o.scope, "audience": o.audience, "revocation_url": o.revocation_url})
+            }
             Provider::Static(s) => json!({"file": s.file.display().to_string()}),
         };
         creds.insert(name.clone(), json!({"provider": cr.provider.kind(), "inject_header": cr.inject.header, "settings": detail}));

@@ -37,7 +37,11 @@ impl RouteTable {
         for r in routes {
             let entry = Arc::new(RouteEntry {
                 policy_value: crate::input::route_value(r),
-                data_domain: r.labels.get("data_domain").and_then(|v| v.as_str()).map(str::to_owned),
+                data_domain: r
+                    .labels
+                    .get("data_domain")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned),
                 route: r.clone(),
             });
             by_name.insert(r.name.clone(), entry.clone());
@@ -49,7 +53,11 @@ impl RouteTable {
             }
         }
         by_prefix.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        RouteTable { by_host, by_prefix, by_name }
+        RouteTable {
+            by_host,
+            by_prefix,
+            by_name,
+        }
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<RouteEntry>> {
@@ -64,19 +72,31 @@ impl RouteTable {
     pub fn lookup<'a>(&'a self, host: Option<&str>, path: &'a str) -> Option<RouteMatchResult<'a>> {
         if let Some(h) = host {
             if let Some(route) = self.by_host.get(h) {
-                return Some(RouteMatchResult { route, route_path: path });
+                return Some(RouteMatchResult {
+                    route,
+                    route_path: path,
+                });
             }
         }
         for (prefix, route) in &self.by_prefix {
             if prefix == "/" {
-                return Some(RouteMatchResult { route, route_path: path });
+                return Some(RouteMatchResult {
+                    route,
+                    route_path: path,
+                });
             }
             if let Some(rest) = path.strip_prefix(prefix.as_str()) {
                 if rest.is_empty() {
-                    return Some(RouteMatchResult { route, route_path: "/" });
+                    return Some(RouteMatchResult {
+                        route,
+                        route_path: "/",
+                    });
                 }
                 if rest.starts_with('/') {
-                    return Some(RouteMatchResult { route, route_path: rest });
+                    return Some(RouteMatchResult {
+                        route,
+                        route_path: rest,
+                    });
                 }
             }
         }
@@ -124,7 +144,10 @@ mod tests {
         assert_eq!(m.route_path, "/");
         assert!(t.lookup(None, "/ordersx").is_none());
         let m = t.lookup(Some("api.example.org"), "/orders/v1").unwrap();
-        assert_eq!((m.route.route.name.as_str(), m.route_path), ("h", "/orders/v1"));
+        assert_eq!(
+            (m.route.route.name.as_str(), m.route_path),
+            ("h", "/orders/v1")
+        );
         assert!(t.lookup(None, "/nothing").is_none());
     }
 }

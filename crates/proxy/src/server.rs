@@ -53,7 +53,9 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Running, ProxyErro
     metrics.cert_expiry.set(tls.cert_not_after());
     let policy = Arc::new(PolicyHandle::new(
         cfg.policy.paths.clone(),
-        PolicyOptions { eval_timeout: cfg.policy.timeout },
+        PolicyOptions {
+            eval_timeout: cfg.policy.timeout,
+        },
     )?);
     let routing = Routing::build(&cfg)?;
     let sink = match &cfg.audit.sink {
@@ -65,12 +67,31 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Running, ProxyErro
     audit_opts.buffer = cfg.audit.buffer;
     audit_opts.rotate_bytes = cfg.audit.rotate_bytes;
     let (audit, audit_task) = AuditLog::start(audit_opts)?;
-    routing.credentials.set_observer(Arc::new(CredentialAudit { audit: audit.clone(), metrics: metrics.clone() }));
+    routing.credentials.set_observer(Arc::new(CredentialAudit {
+        audit: audit.clone(),
+        metrics: metrics.clone(),
+    }));
 
-    let agent = TcpListener::bind(cfg.listen).await.map_err(|source| ProxyError::Bind { what: "agent listener", addr: cfg.listen, source })?;
-    let admin = TcpListener::bind(cfg.admin).await.map_err(|source| ProxyError::Bind { what: "admin listener", addr: cfg.admin, source })?;
-    let agent_addr = agent.local_addr().map_err(|e| ProxyError::Other(e.to_string()))?;
-    let admin_addr = admin.local_addr().map_err(|e| ProxyError::Other(e.to_string()))?;
+    let agent = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            what: "agent listener",
+            addr: cfg.listen,
+            source,
+        })?;
+    let admin = TcpListener::bind(cfg.admin)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            what: "admin listener",
+            addr: cfg.admin,
+            source,
+        })?;
+    let agent_addr = agent
+        .local_addr()
+        .map_err(|e| ProxyError::Other(e.to_string()))?;
+    let admin_addr = admin
+        .local_addr()
+        .map_err(|e| ProxyError::Other(e.to_string()))?;
 
     let sweep_every = cfg.sessions.sweep_interval;
     let tls_reload = cfg.tls.reload;
@@ -92,7 +113,12 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Running, ProxyErro
     });
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(accept_loop(sc.clone(), agent, rx.clone(), Arc::new(Semaphore::new(max_conns)))));
+    tasks.push(tokio::spawn(accept_loop(
+        sc.clone(),
+        agent,
+        rx.clone(),
+        Arc::new(Semaphore::new(max_conns)),
+    )));
     tasks.push(tokio::spawn(admin_loop(sc.clone(), admin, rx.clone())));
     tasks.push(tokio::spawn(every(sweep_every, rx.clone(), {
         let sc = sc.clone();
@@ -140,12 +166,21 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Running, ProxyErro
     // The policy in force from the start, so every later record's revision is anchored.
     let mut ev = AuditEvent::new("policy.reloaded");
     ev.decision = Some("loaded".into());
-    ev.detail = Some(serde_json::json!({"initial": true, "files": sc.policy.current().files().len()}));
+    ev.detail =
+        Some(serde_json::json!({"initial": true, "files": sc.policy.current().files().len()}));
     ev.policy_revision = Some(sc.policy.current().revision().to_owned());
     sc.audit(ev);
     sc.set_ready();
     tracing::info!(%agent_addr, %admin_addr, revision = %sc.policy.current().revision(), "chaperone sidecar ready");
-    Ok(Running { agent_addr, admin_addr, sidecar: sc, shutdown, tasks, audit_task: Some(audit_task), watcher: Some(watcher) })
+    Ok(Running {
+        agent_addr,
+        admin_addr,
+        sidecar: sc,
+        shutdown,
+        tasks,
+        audit_task: Some(audit_task),
+        watcher: Some(watcher),
+    })
 }
 
 impl Running {
@@ -166,7 +201,11 @@ impl Running {
                 sc.end_session(&s.id, EndReason::Shutdown).await;
             }
         }
-        sc.routing.load().credentials.shutdown(Duration::from_secs(5)).await;
+        sc.routing
+            .load()
+            .credentials
+            .shutdown(Duration::from_secs(5))
+            .await;
         flush_tls_refusals(&sc);
         let _ = tokio::time::timeout(Duration::from_secs(5), sc.audit.flush()).await;
         if let Some(t) = self.audit_task.take() {
@@ -177,8 +216,17 @@ impl Running {
 }
 
 /// Run until `stop` resolves (the process entry point passes SIGTERM/ctrl-c).
-pub async fn run(cfg: Config, stop: impl std::future::Future<Output = ()>) -> Result<(), ProxyError> {
-    let running = start(cfg, StartOptions { handle_signals: true }).await?;
+pub async fn run(
+    cfg: Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let running = start(
+        cfg,
+        StartOptions {
+            handle_signals: true,
+        },
+    )
+    .await?;
     stop.await;
     tracing::info!("shutting down");
     running.shutdown().await;
@@ -234,7 +282,12 @@ fn flush_tls_refusals(sc: &Sidecar) {
     sc.audit(ev);
 }
 
-async fn accept_loop(sc: Arc<Sidecar>, listener: TcpListener, mut stop: watch::Receiver<bool>, limit: Arc<Semaphore>) {
+async fn accept_loop(
+    sc: Arc<Sidecar>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    limit: Arc<Semaphore>,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -270,7 +323,12 @@ fn short_reason(e: &std::io::Error) -> String {
     s.chars().take(160).collect()
 }
 
-async fn serve_conn(sc: &Arc<Sidecar>, tcp: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
+async fn serve_conn(
+    sc: &Arc<Sidecar>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
     let header_timeout = sc.cfg().limits.header_timeout;
     let acceptor = sc.tls.acceptor();
     let tls = match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
@@ -283,7 +341,10 @@ async fn serve_conn(sc: &Arc<Sidecar>, tcp: TcpStream, peer: SocketAddr, mut sto
         }
         Err(_) => {
             sc.metrics.tls_handshake_failures.inc();
-            *sc.tls_refusals.lock().entry("handshake timeout".into()).or_default() += 1;
+            *sc.tls_refusals
+                .lock()
+                .entry("handshake timeout".into())
+                .or_default() += 1;
             return;
         }
     };
@@ -304,8 +365,17 @@ async fn serve_conn(sc: &Arc<Sidecar>, tcp: TcpStream, peer: SocketAddr, mut sto
             return;
         }
     };
-    let verdicts = if is_h2 { None } else { Some(Arc::new(Verdicts::default())) };
-    let info = Arc::new(ConnInfo { spiffe: svid.id, not_after: svid.not_after, peer, verdicts: verdicts.clone() });
+    let verdicts = if is_h2 {
+        None
+    } else {
+        Some(Arc::new(Verdicts::default()))
+    };
+    let info = Arc::new(ConnInfo {
+        spiffe: svid.id,
+        not_after: svid.not_after,
+        peer,
+        verdicts: verdicts.clone(),
+    });
     let svc_sc = sc.clone();
     let svc = service_fn(move |req| crate::pipeline::handle(svc_sc.clone(), info.clone(), req));
     let limits = sc.cfg().limits.clone();
@@ -398,5 +468,8 @@ async fn admin_loop(sc: Arc<Sidecar>, listener: TcpListener, mut stop: watch::Re
 
 /// Now as unix seconds (for cert expiry checks).
 pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

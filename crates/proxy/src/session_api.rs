@@ -64,7 +64,12 @@ pub async fn handle(
             let s = current(sc, conn, &req)?;
             let mut view = s.policy_view(SystemTime::now());
             view["spiffe_id"] = serde_json::Value::String(s.spiffe_id.clone());
-            Ok(json_response(StatusCode::OK, Bytes::from(view.to_string()), &rec.request_id, false))
+            Ok(json_response(
+                StatusCode::OK,
+                Bytes::from(view.to_string()),
+                &rec.request_id,
+                false,
+            ))
         }
         (Method::DELETE, "/.chaperone/v1/sessions/current") => {
             let s = current(sc, conn, &req)?;
@@ -73,27 +78,48 @@ pub async fn handle(
             *resp.status_mut() = StatusCode::NO_CONTENT;
             Ok(resp)
         }
-        (Method::POST, "/.chaperone/v1/sessions/current/delegations") => delegate(sc, conn, req, rec).await,
-        (_, "/.chaperone/v1/sessions" | "/.chaperone/v1/sessions/current" | "/.chaperone/v1/sessions/current/delegations") => {
-            Err(Refusal::bad_request("method not allowed on this session endpoint").with_status(StatusCode::METHOD_NOT_ALLOWED))
+        (Method::POST, "/.chaperone/v1/sessions/current/delegations") => {
+            delegate(sc, conn, req, rec).await
         }
-        _ => Err(Refusal::new(Code::NoRoute, format!("no chaperone API at {path}"))),
+        (
+            _,
+            "/.chaperone/v1/sessions"
+            | "/.chaperone/v1/sessions/current"
+            | "/.chaperone/v1/sessions/current/delegations",
+        ) => Err(
+            Refusal::bad_request("method not allowed on this session endpoint")
+                .with_status(StatusCode::METHOD_NOT_ALLOWED),
+        ),
+        _ => Err(Refusal::new(
+            Code::NoRoute,
+            format!("no chaperone API at {path}"),
+        )),
     }
 }
 
-fn current(sc: &Sidecar, conn: &ConnInfo, req: &Request<Incoming>) -> Result<Arc<Session>, Refusal> {
+fn current(
+    sc: &Sidecar,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+) -> Result<Arc<Session>, Refusal> {
     let Some(v) = req.headers().get(SESSION_HEADER) else {
         return Err(Refusal::new(Code::NoSession, "no chaperone-session header"));
     };
-    let token = v.to_str().map_err(|_| Refusal::new(Code::InvalidSession, "malformed session token"))?;
-    sc.sessions.authenticate(token, conn.spiffe.as_str(), SystemTime::now()).map_err(session_refusal)
+    let token = v
+        .to_str()
+        .map_err(|_| Refusal::new(Code::InvalidSession, "malformed session token"))?;
+    sc.sessions
+        .authenticate(token, conn.spiffe.as_str(), SystemTime::now())
+        .map_err(session_refusal)
 }
 
 fn session_refusal(e: SessionError) -> Refusal {
     match e {
-        SessionError::WrongIdentity => {
-            Refusal::new(Code::InvalidSession, "this session token belongs to another identity").with_status(StatusCode::FORBIDDEN)
-        }
+        SessionError::WrongIdentity => Refusal::new(
+            Code::InvalidSession,
+            "this session token belongs to another identity",
+        )
+        .with_status(StatusCode::FORBIDDEN),
         SessionError::Expired => Refusal::new(Code::InvalidSession, "session expired"),
         SessionError::Revoked => Refusal::new(Code::InvalidSession, "session has ended"),
         SessionError::Unknown => Refusal::new(Code::InvalidSession, "unknown session token"),
@@ -103,7 +129,8 @@ fn session_refusal(e: SessionError) -> Refusal {
 
 async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, Refusal> {
     let bytes = crate::pipeline::read_body(req.into_body(), MAX_BODY).await?;
-    serde_json::from_slice(&bytes).map_err(|e| Refusal::bad_request(format!("invalid request body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Refusal::bad_request(format!("invalid request body: {e}")))
 }
 
 fn parse_ttl(ttl: &Option<String>) -> Result<Option<Duration>, Refusal> {
@@ -116,11 +143,19 @@ fn parse_ttl(ttl: &Option<String>) -> Result<Option<Duration>, Refusal> {
 }
 
 /// `input` for `data.chaperone.session` when `session` already carries `parent`.
-pub fn session_input_raw(cfg: &Config, identity: Value, session: serde_json::Value, now: SystemTime) -> Value {
+pub fn session_input_raw(
+    cfg: &Config,
+    identity: Value,
+    session: serde_json::Value,
+    now: SystemTime,
+) -> Value {
     obj([
         ("identity", identity),
         ("session", input::json(session)),
-        ("environment", input::environment_value(&cfg.environment, &input::rfc3339(now))),
+        (
+            "environment",
+            input::environment_value(&cfg.environment, &input::rfc3339(now)),
+        ),
     ])
 }
 
@@ -137,7 +172,10 @@ pub fn session_input(
     obj([
         ("identity", identity),
         ("session", input::json(s)),
-        ("environment", input::environment_value(&cfg.environment, &input::rfc3339(now))),
+        (
+            "environment",
+            input::environment_value(&cfg.environment, &input::rfc3339(now)),
+        ),
     ])
 }
 
@@ -153,7 +191,9 @@ async fn create(
 ) -> Result<Response<ProxyBody>, Refusal> {
     let body: CreateBody = read_json(req).await?;
     if body.task.trim().is_empty() || body.task.len() > 4096 {
-        return Err(Refusal::bad_request("task must be a non-empty string of at most 4096 bytes"));
+        return Err(Refusal::bad_request(
+            "task must be a non-empty string of at most 4096 bytes",
+        ));
     }
     let intent = body.intent.unwrap_or_else(|| serde_json::json!({}));
     if !intent.is_object() {
@@ -163,7 +203,10 @@ async fn create(
     let requested_ttl = parse_ttl(&body.ttl)?.unwrap_or(cfg.sessions.default_ttl);
     let routing = sc.routing.load();
     if routing.identities.resolve(&conn.spiffe).is_none() {
-        return Err(Refusal::new(Code::Denied, format!("identity {} matches no `identities` entry", conn.spiffe)));
+        return Err(Refusal::new(
+            Code::Denied,
+            format!("identity {} matches no `identities` entry", conn.spiffe),
+        ));
     }
     let now = SystemTime::now();
     let proposed = serde_json::json!({
@@ -175,15 +218,25 @@ async fn create(
         "delegation_chain": [conn.spiffe.as_str()],
     });
     let identity = identity_for(&routing.identities, conn.spiffe.as_str());
-    let d = sc.policy.current().eval_session(session_input(&cfg, identity, &proposed, None, now));
+    let d = sc
+        .policy
+        .current()
+        .eval_session(session_input(&cfg, identity, &proposed, None, now));
     rec.decision = "deny";
     if let Some(e) = &d.error {
         tracing::error!(error = %e, "session policy evaluation failed: denying");
-        return Err(Refusal::new(Code::Denied, "session policy evaluation failed; the session is denied")
-            .with_reasons(vec!["policy evaluation error".into()]));
+        return Err(Refusal::new(
+            Code::Denied,
+            "session policy evaluation failed; the session is denied",
+        )
+        .with_reasons(vec!["policy evaluation error".into()]));
     }
     if !d.deny.is_empty() || !d.allow {
-        let reasons = if d.deny.is_empty() { vec!["no session policy rule allows this task".into()] } else { d.deny.clone() };
+        let reasons = if d.deny.is_empty() {
+            vec!["no session policy rule allows this task".into()]
+        } else {
+            d.deny.clone()
+        };
         rec.reasons = reasons.clone();
         return Err(Refusal::new(Code::Denied, "session denied by policy").with_reasons(reasons));
     }
@@ -193,7 +246,12 @@ async fn create(
         ttl = ttl.min(m);
     }
     let scopes: Vec<String> = match &d.scopes {
-        Some(allowed) => body.scopes.iter().filter(|s| allowed.contains(s)).cloned().collect(),
+        Some(allowed) => body
+            .scopes
+            .iter()
+            .filter(|s| allowed.contains(s))
+            .cloned()
+            .collect(),
         None => body.scopes.clone(),
     };
     let (session, token) = sc
@@ -206,9 +264,16 @@ async fn create(
             ttl,
             parent: None,
         })
-        .map_err(|e| Refusal::new(Code::Unavailable, format!("session could not be created: {e}")))?;
+        .map_err(|e| {
+            Refusal::new(
+                Code::Unavailable,
+                format!("session could not be created: {e}"),
+            )
+        })?;
     rec.decision = "allow";
-    sc.metrics.sessions_active.set(sc.sessions.active_count() as i64);
+    sc.metrics
+        .sessions_active
+        .set(sc.sessions.active_count() as i64);
     let mut ev = session_event("session.created", &session);
     ev.decision = Some("allow".into());
     ev.policy_revision = Some(sc.policy.current().revision().to_owned());
@@ -220,7 +285,12 @@ async fn create(
         "expires_at": input::rfc3339(session.expires_at),
         "scopes": scopes,
     });
-    Ok(json_response(StatusCode::CREATED, Bytes::from(out.to_string()), &rec.request_id, false))
+    Ok(json_response(
+        StatusCode::CREATED,
+        Bytes::from(out.to_string()),
+        &rec.request_id,
+        false,
+    ))
 }
 
 async fn delegate(
@@ -233,11 +303,27 @@ async fn delegate(
     let body: DelegateBody = read_json(req).await?;
     let to = SpiffeId::parse(&body.to).map_err(|e| Refusal::bad_request(format!("to: {e}")))?;
     let cfg = sc.cfg();
-    if !cfg.tls.trust_domains.iter().any(|td| td == to.trust_domain()) {
-        return Err(Refusal::new(Code::Denied, format!("trust domain {} is not accepted", to.trust_domain())));
+    if !cfg
+        .tls
+        .trust_domains
+        .iter()
+        .any(|td| td == to.trust_domain())
+    {
+        return Err(Refusal::new(
+            Code::Denied,
+            format!("trust domain {} is not accepted", to.trust_domain()),
+        ));
     }
     let now = SystemTime::now();
-    let remaining = parent.expires_at.duration_since(now).unwrap_or_default();
+    // Default: the parent's remaining lifetime, in whole seconds (so that the child's
+    // expiry can never land after the parent's, whatever the clock does meanwhile).
+    let remaining = Duration::from_secs(
+        parent
+            .expires_at
+            .duration_since(now)
+            .unwrap_or_default()
+            .as_secs(),
+    );
     let ttl = parse_ttl(&body.ttl)?.unwrap_or(remaining);
     let (scopes, ttl) = chaperone_sessions::validate_delegation(
         &parent,
@@ -265,7 +351,13 @@ async fn delegate(
     });
     let parent_view = parent.policy_view(now);
     let identity = identity_for(&routing.identities, to.as_str());
-    let d = sc.policy.current().eval_session(session_input(&cfg, identity, &proposed, Some(&parent_view), now));
+    let d = sc.policy.current().eval_session(session_input(
+        &cfg,
+        identity,
+        &proposed,
+        Some(&parent_view),
+        now,
+    ));
     if d.error.is_some() || !d.deny.is_empty() || !d.allow {
         rec.decision = "deny";
         let reasons = if d.error.is_some() {
@@ -296,12 +388,17 @@ async fn delegate(
             ttl,
             parent: Some(parent.clone()),
         })
-        .map_err(|e| Refusal::new(Code::Denied, "delegation refused").with_reasons(vec![e.to_string()]))?;
+        .map_err(|e| {
+            Refusal::new(Code::Denied, "delegation refused").with_reasons(vec![e.to_string()])
+        })?;
     rec.decision = "allow";
-    sc.metrics.sessions_active.set(sc.sessions.active_count() as i64);
+    sc.metrics
+        .sessions_active
+        .set(sc.sessions.active_count() as i64);
     let mut ev = session_event("session.created", &child);
     ev.decision = Some("allow".into());
-    ev.detail = Some(serde_json::json!({"parent": parent.id, "delegated_by": conn.spiffe.as_str()}));
+    ev.detail =
+        Some(serde_json::json!({"parent": parent.id, "delegated_by": conn.spiffe.as_str()}));
     sc.audit(ev);
     let out = serde_json::json!({
         "session_id": child.id,
@@ -312,5 +409,10 @@ async fn delegate(
         "parent": parent.id,
         "delegation_chain": child.delegation_chain,
     });
-    Ok(json_response(StatusCode::CREATED, Bytes::from(out.to_string()), &rec.request_id, false))
+    Ok(json_response(
+        StatusCode::CREATED,
+        Bytes::from(out.to_string()),
+        &rec.request_id,
+        false,
+    ))
 }

@@ -96,7 +96,11 @@ impl Sidecar {
         let routing = self.routing.load();
         for s in ended {
             // The root gets the stated reason; descendants are ended because of it.
-            let why = if s.id == ended[0].id { reason.as_str() } else { EndReason::ParentEnded.as_str() };
+            let why = if s.id == ended[0].id {
+                reason.as_str()
+            } else {
+                EndReason::ParentEnded.as_str()
+            };
             routing.credentials.revoke_session(&s.id, why).await;
             self.metrics.sessions_ended.with_label_values(&[why]).inc();
             let mut ev = session_event("session.ended", s);
@@ -107,7 +111,9 @@ impl Sidecar {
             self.audit(ev);
             tracing::info!(session = %s.id, spiffe_id = %s.spiffe_id, cause = why, "session ended");
         }
-        self.metrics.sessions_active.set(self.sessions.active_count() as i64);
+        self.metrics
+            .sessions_active
+            .set(self.sessions.active_count() as i64);
     }
 
     /// Sweep expired sessions (run every `sessions.sweep_interval`).
@@ -122,8 +128,14 @@ impl Sidecar {
     pub async fn reload_policy(&self) -> Result<(), String> {
         let previous_revision = self.policy.current().revision().to_owned();
         let outcome = match self.policy.reload() {
-            Ok(set) => ReloadOutcome::Reloaded { previous_revision, revision: set.revision().to_owned() },
-            Err(e) => ReloadOutcome::Failed { revision: previous_revision, error: e.to_string() },
+            Ok(set) => ReloadOutcome::Reloaded {
+                previous_revision,
+                revision: set.revision().to_owned(),
+            },
+            Err(e) => ReloadOutcome::Failed {
+                revision: previous_revision,
+                error: e.to_string(),
+            },
         };
         self.after_policy_reload(&outcome).await;
         match outcome {
@@ -137,7 +149,10 @@ impl Sidecar {
     pub async fn after_policy_reload(&self, outcome: &ReloadOutcome) {
         let mut ev = AuditEvent::new("policy.reloaded");
         match outcome {
-            ReloadOutcome::Reloaded { previous_revision, revision } => {
+            ReloadOutcome::Reloaded {
+                previous_revision,
+                revision,
+            } => {
                 self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
                 ev.policy_revision = Some(revision.clone());
                 ev.decision = Some("ok".into());
@@ -147,7 +162,10 @@ impl Sidecar {
                 self.drift_check().await;
             }
             ReloadOutcome::Failed { revision, error } => {
-                self.metrics.policy_reloads.with_label_values(&["error"]).inc();
+                self.metrics
+                    .policy_reloads
+                    .with_label_values(&["error"])
+                    .inc();
                 ev.decision = Some("error".into());
                 ev.reasons = vec![error.clone()];
                 ev.policy_revision = Some(revision.clone());
@@ -192,7 +210,10 @@ impl Sidecar {
         if new.admin != old.admin {
             restart.push("admin");
         }
-        if new.tls.cert != old.tls.cert || new.tls.key != old.tls.key || new.tls.bundle != old.tls.bundle {
+        if new.tls.cert != old.tls.cert
+            || new.tls.key != old.tls.key
+            || new.tls.bundle != old.tls.bundle
+        {
             restart.push("tls");
         }
         if format!("{:?}", new.audit) != format!("{:?}", old.audit) {
@@ -202,11 +223,15 @@ impl Sidecar {
             tracing::warn!(keys = ?restart, "config keys changed that only take effect after a restart");
         }
         let routing = Routing::build(&new).map_err(|e| e.to_string())?;
-        let credentials_changed = format!("{:?}", new.credentials) != format!("{:?}", old.credentials);
+        let credentials_changed =
+            format!("{:?}", new.credentials) != format!("{:?}", old.credentials);
         let old_routing = self.routing.swap(Arc::new(routing));
         if credentials_changed {
             // Live sessions get fresh credentials from the new providers on their next call.
-            old_routing.credentials.shutdown(Duration::from_secs(5)).await;
+            old_routing
+                .credentials
+                .shutdown(Duration::from_secs(5))
+                .await;
         }
         self.config.store(Arc::new(new));
         tracing::info!("config reloaded (routes, identities, credentials)");
@@ -245,7 +270,10 @@ pub fn session_event(kind: &str, s: &Session) -> AuditEvent {
 }
 
 pub fn intent_summary(intent: &serde_json::Value) -> Option<String> {
-    intent.get("summary").and_then(|v| v.as_str()).map(|s| s.chars().take(256).collect())
+    intent
+        .get("summary")
+        .and_then(|v| v.as_str())
+        .map(|s| s.chars().take(256).collect())
 }
 
 /// Observer that turns credential lifecycle events into audit records and metrics.
@@ -256,8 +284,14 @@ pub struct CredentialAudit {
 
 impl CredentialObserver for CredentialAudit {
     fn issued(&self, ev: &CredentialEvent, latency: Duration) {
-        self.metrics.credentials_issued.with_label_values(&[ev.provider]).inc();
-        self.metrics.credential_issue_seconds.with_label_values(&[ev.provider]).observe(latency.as_secs_f64());
+        self.metrics
+            .credentials_issued
+            .with_label_values(&[ev.provider])
+            .inc();
+        self.metrics
+            .credential_issue_seconds
+            .with_label_values(&[ev.provider])
+            .observe(latency.as_secs_f64());
         let mut a = AuditEvent::new("credential.issued");
         a.credential = Some(ev.name.clone());
         a.credential_id = Some(ev.id.clone());
@@ -271,7 +305,10 @@ impl CredentialObserver for CredentialAudit {
     }
 
     fn revoked(&self, ev: &CredentialEvent, reason: &str, ok: bool) {
-        self.metrics.credentials_revoked.with_label_values(&[ev.provider, reason]).inc();
+        self.metrics
+            .credentials_revoked
+            .with_label_values(&[ev.provider, reason])
+            .inc();
         let mut a = AuditEvent::new("credential.revoked");
         a.credential = Some(ev.name.clone());
         a.credential_id = Some(ev.id.clone());
@@ -286,7 +323,10 @@ impl CredentialObserver for CredentialAudit {
     }
 
     fn revoke_failed(&self, ev: &CredentialEvent, error: &str, will_retry: bool) {
-        self.metrics.credential_revoke_failures.with_label_values(&[ev.provider]).inc();
+        self.metrics
+            .credential_revoke_failures
+            .with_label_values(&[ev.provider])
+            .inc();
         tracing::warn!(credential = %ev.name, id = %ev.id, provider = ev.provider, error, will_retry, "credential revocation failed");
     }
 }

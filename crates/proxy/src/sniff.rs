@@ -35,7 +35,10 @@ impl Verdicts {
     /// The verdict for the next request; none queued means the guard could not
     /// follow the stream, which is refused too (fail closed).
     pub fn next(&self) -> Verdict {
-        self.queue.lock().pop_front().unwrap_or(Verdict::Ambiguous("request framing could not be verified"))
+        self.queue
+            .lock()
+            .pop_front()
+            .unwrap_or(Verdict::Ambiguous("request framing could not be verified"))
     }
     fn push(&self, v: Verdict) {
         self.queue.lock().push_back(v);
@@ -48,12 +51,17 @@ enum State {
     Head,
     Body(u64),
     /// Reading a chunk-size line.
-    ChunkSize { line: Vec<u8> },
+    ChunkSize {
+        line: Vec<u8>,
+    },
     ChunkData(u64),
     /// CRLF after chunk data: bytes still to skip.
     ChunkCrlf(u8),
     /// Trailer section after the last chunk; `line_len` of the current line.
-    Trailers { line_len: usize, prev_lf: bool },
+    Trailers {
+        line_len: usize,
+        prev_lf: bool,
+    },
     /// Stream can no longer be followed (after an ambiguity or an upgrade): stop.
     Stopped,
 }
@@ -66,7 +74,11 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(verdicts: Arc<Verdicts>) -> Tracker {
-        Tracker { state: State::Head, head: Vec::new(), verdicts }
+        Tracker {
+            state: State::Head,
+            head: Vec::new(),
+            verdicts,
+        }
     }
 
     /// Feed bytes read from the connection.
@@ -77,7 +89,10 @@ impl Tracker {
                 State::Head => {
                     // Skip leading CRLFs between messages (RFC 9112 §2.2).
                     if self.head.is_empty() {
-                        let skip = data.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                        let skip = data
+                            .iter()
+                            .take_while(|b| **b == b'\r' || **b == b'\n')
+                            .count();
                         data = &data[skip..];
                         if data.is_empty() {
                             return;
@@ -115,7 +130,12 @@ impl Tracker {
                         data = &data[pos + 1..];
                         let size = parse_chunk_size(line);
                         match size {
-                            Some(0) => self.state = State::Trailers { line_len: 0, prev_lf: true },
+                            Some(0) => {
+                                self.state = State::Trailers {
+                                    line_len: 0,
+                                    prev_lf: true,
+                                }
+                            }
                             Some(n) => self.state = State::ChunkData(n),
                             None => self.state = State::Stopped,
                         }
@@ -173,7 +193,8 @@ impl Tracker {
         let parsed = matches!(req.parse(head), Ok(httparse::Status::Complete(_)));
         if !parsed {
             // hyper will refuse it too; nothing after it can be trusted.
-            self.verdicts.push(Verdict::Ambiguous("malformed request head"));
+            self.verdicts
+                .push(Verdict::Ambiguous("malformed request head"));
             self.state = State::Stopped;
             return;
         }
@@ -202,7 +223,9 @@ impl Tracker {
             Verdict::Ambiguous("duplicate Host")
         } else if te.len() == 1 && !te[0].eq_ignore_ascii_case(b"chunked") {
             Verdict::Ambiguous("Transfer-Encoding other than a single 'chunked'")
-        } else if cl.len() == 1 && !cl[0].iter().all(u8::is_ascii_digit) || cl.first().is_some_and(|v| v.is_empty()) {
+        } else if cl.len() == 1 && !cl[0].iter().all(u8::is_ascii_digit)
+            || cl.first().is_some_and(|v| v.is_empty())
+        {
             Verdict::Ambiguous("invalid Content-Length")
         } else {
             Verdict::Ok
@@ -217,7 +240,10 @@ impl Tracker {
         self.state = if te.len() == 1 {
             State::ChunkSize { line: Vec::new() }
         } else if let Some(v) = cl.first() {
-            match std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok()) {
+            match std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 Some(0) => State::Head,
                 Some(n) => State::Body(n),
                 None => State::Stopped,
@@ -266,12 +292,19 @@ pin_project_lite::pin_project! {
 
 impl<S> Sniffed<S> {
     pub fn new(inner: S, verdicts: Arc<Verdicts>) -> Self {
-        Sniffed { inner, tracker: Tracker::new(verdicts) }
+        Sniffed {
+            inner,
+            tracker: Tracker::new(verdicts),
+        }
     }
 }
 
 impl<S: AsyncRead> AsyncRead for Sniffed<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         let res = this.inner.poll_read(cx, buf);
@@ -283,7 +316,11 @@ impl<S: AsyncRead> AsyncRead for Sniffed<S> {
 }
 
 impl<S: AsyncWrite> AsyncWrite for Sniffed<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -325,7 +362,11 @@ mod tests {
     fn follows_pipelined_messages_at_every_split() {
         let stream = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n";
         for split in 0..stream.len() {
-            assert_eq!(verdicts_for(stream, split), vec![Verdict::Ok, Verdict::Ok, Verdict::Ok], "split {split}");
+            assert_eq!(
+                verdicts_for(stream, split),
+                vec![Verdict::Ok, Verdict::Ok, Verdict::Ok],
+                "split {split}"
+            );
         }
     }
 
@@ -341,7 +382,11 @@ mod tests {
         ];
         for c in cases {
             let v = verdicts_for(c, 7);
-            assert!(matches!(v.as_slice(), [Verdict::Ambiguous(_)]), "{:?} -> {v:?}", String::from_utf8_lossy(c));
+            assert!(
+                matches!(v.as_slice(), [Verdict::Ambiguous(_)]),
+                "{:?} -> {v:?}",
+                String::from_utf8_lossy(c)
+            );
         }
     }
 }

@@ -14,7 +14,9 @@ use crate::sidecar::Sidecar;
 const ATTEMPTS: u32 = 5;
 
 pub fn notify(sc: &Arc<Sidecar>, record: &ApprovalRecord) {
-    let Some(url) = sc.cfg().approvals.webhook.clone() else { return };
+    let Some(url) = sc.cfg().approvals.webhook.clone() else {
+        return;
+    };
     let text = format!(
         "chaperone: approval {} requested by {} for {} {} on route {}{} — reasons: {}. Approve with `chaperone admin approvals approve {}`",
         record.id,
@@ -45,8 +47,14 @@ pub fn notify(sc: &Arc<Sidecar>, record: &ApprovalRecord) {
                 return;
             };
             match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
-                Ok(Ok(resp)) if resp.status().is_success() || resp.status() == StatusCode::NO_CONTENT => return,
-                Ok(Ok(resp)) => tracing::warn!(status = %resp.status(), attempt, "approval webhook refused"),
+                Ok(Ok(resp))
+                    if resp.status().is_success() || resp.status() == StatusCode::NO_CONTENT =>
+                {
+                    return
+                }
+                Ok(Ok(resp)) => {
+                    tracing::warn!(status = %resp.status(), attempt, "approval webhook refused")
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, attempt, "approval webhook failed"),
                 Err(_) => tracing::warn!(attempt, "approval webhook timed out"),
             }
@@ -58,6 +66,9 @@ pub fn notify(sc: &Arc<Sidecar>, record: &ApprovalRecord) {
 }
 
 fn webhook_client() -> Option<crate::forward::UpstreamClient> {
-    static CLIENT: std::sync::OnceLock<Option<crate::forward::UpstreamClient>> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| crate::forward::system_client().ok()).clone()
+    static CLIENT: std::sync::OnceLock<Option<crate::forward::UpstreamClient>> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| crate::forward::system_client().ok())
+        .clone()
 }

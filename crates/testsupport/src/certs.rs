@@ -291,6 +291,22 @@ impl TestCa {
         }
     }
 
+    /// An existing CA (certificate + key PEM), e.g. one written by
+    /// `chaperone dev certs`, so tests can issue bad leaves under a trusted root.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<TestCa, String> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| e.to_string())?;
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(|e| e.to_string())?;
+        Ok(TestCa {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            der,
+            chain_tail: String::new(),
+            issuer,
+        })
+    }
+
     /// An intermediate CA signed by this CA. Leaves it issues carry the
     /// intermediate(s) in [`TestCert::chain_pem`].
     pub fn intermediate(&self, name: &str) -> TestCa {
