@@ -20,7 +20,7 @@ demo: build
 test: build test-rust test-policies test-python test-conformance
 
 test-rust:
-	$(CARGO) test --locked --workspace --all-targets
+	$(CARGO) test --locked --workspace --all-targets --no-fail-fast
 
 test-policies: build
 	$(BIN) policy test policies/

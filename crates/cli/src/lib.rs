@@ -143,11 +143,33 @@ fn init_logging(format: LogFormat, level: Option<&str>, default: &str) {
     };
 }
 
+/// Builds the tokio runtime. A multi-thread runtime takes its worker count from
+/// `CHAPERONE_WORKER_THREADS` (a positive integer; unset means one per core); an
+/// invalid value is an error rather than a silent default.
 fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
     if multi {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        match std::env::var("CHAPERONE_WORKER_THREADS") {
+            Ok(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => {
+                    b.worker_threads(n);
+                }
+                _ => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("CHAPERONE_WORKER_THREADS must be a positive integer, got {v:?}"),
+                    ))
+                }
+            },
+            Err(std::env::VarError::NotPresent) => {}
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "CHAPERONE_WORKER_THREADS is not valid UTF-8",
+                ))
+            }
+        }
+        b.enable_all().build()
     } else {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

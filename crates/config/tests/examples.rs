@@ -57,7 +57,7 @@ fn dev_example_resolves_paths_relative_to_the_file() {
     let path = examples_dir().join("dev.yaml");
     let cfg =
         from_str_with_env(&std::fs::read_to_string(&path).unwrap(), &path, &|_| None).unwrap();
-    assert_eq!(cfg.tls.cert, examples_dir().join("dev-certs/server.pem"));
+    assert_eq!(cfg.tls.cert, examples_dir().join("dev-certs/sidecar.pem"));
     assert_eq!(cfg.policy.paths, vec![examples_dir().join("../policies")]);
     match &cfg.credentials["echo-key"].provider {
         Provider::Static(s) => assert_eq!(s.file, examples_dir().join("dev-secrets/echo-key")),
