@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: a panic is a test failure
 //! The in-process sidecar harness for the integration tests: dev certificates,
 //! a real echo upstream, config + policies written to a temp dir, the sidecar
 //! started with `chaperone_proxy::start`, and mTLS clients for several identities.

@@ -81,12 +81,13 @@ impl Upstreams {
         let mut clients = HashMap::new();
         for r in routes {
             let key = r.upstream_ca.clone();
-            if !clients.contains_key(&key) {
-                let client = build_client(key.as_deref()).map_err(|e| ProxyError::Route {
-                    route: r.name.clone(),
-                    message: e.to_string(),
-                })?;
-                clients.insert(key, client);
+            if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry(key) {
+                let client =
+                    build_client(slot.key().as_deref()).map_err(|e| ProxyError::Route {
+                        route: r.name.clone(),
+                        message: e.to_string(),
+                    })?;
+                slot.insert(client);
             }
         }
         Ok(Upstreams { clients })

@@ -52,7 +52,7 @@ impl RouteTable {
                 RouteMatch::Prefix(p) => by_prefix.push((p.clone(), entry)),
             }
         }
-        by_prefix.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        by_prefix.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         RouteTable {
             by_host,
             by_prefix,
