@@ -93,6 +93,26 @@ async fn call(
     Ok((status, v))
 }
 
+/// `chaperone health`: GET /healthz or /readyz, bounded to 2 s.
+pub async fn health(base: &str, ready: bool) -> Result<ExitCode, String> {
+    let path = if ready { "/readyz" } else { "/healthz" };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), call(base, Method::GET, path, None)).await {
+        Ok(Ok((200, _))) => Ok(ExitCode::SUCCESS),
+        Ok(Ok((status, v))) => {
+            eprintln!("{path}: {status} {v}");
+            Ok(ExitCode::from(1))
+        }
+        Ok(Err(e)) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+        Err(_) => {
+            eprintln!("{path}: no answer within 2s");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 fn who(by: Option<String>) -> String {
     by.or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "cli".into())

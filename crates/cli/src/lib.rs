@@ -57,6 +57,16 @@ enum Command {
     Jwks(ConfigArg),
     /// Run the Kubernetes mutating admission webhook.
     Injector(ConfigArg),
+    /// Probe a running sidecar's admin API (exit 0 healthy/ready, 1 not): for exec probes,
+    /// so the admin API can stay on loopback.
+    Health {
+        /// Admin API base URL.
+        #[arg(long = "admin", default_value = "http://127.0.0.1:15000")]
+        admin: String,
+        /// Check readiness (`/readyz`) instead of liveness (`/healthz`).
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 #[derive(Args)]
@@ -314,6 +324,10 @@ fn dispatch(cmd: Command) -> Result<ExitCode, String> {
                 serde_json::to_string_pretty(&jwks).map_err(|e| e.to_string())?
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Health { admin, ready } => {
+            let rt = runtime(false).map_err(|e| e.to_string())?;
+            rt.block_on(admin_cmd::health(&admin, ready))
         }
         Command::Injector(a) => {
             let rt = runtime(true).map_err(|e| e.to_string())?;

@@ -340,11 +340,18 @@ fn decide(
     ] {
         env.push(json!({"name": name, "value": value}));
     }
+    // Exec probes against the loopback admin API: the kubelet probes the pod IP, and
+    // exposing the admin API (sessions, approvals) to the pod network is not acceptable.
+    let admin_url = format!("http://127.0.0.1:{}", sc.admin_port);
     let http_probe = |path: &str, period: u32, failures: u32| {
+        let mut cmd = vec!["chaperone", "health", "--admin", admin_url.as_str()];
+        if path == "/readyz" {
+            cmd.push("--ready");
+        }
         json!({
-            "httpGet": {"path": path, "port": sc.admin_port, "scheme": "HTTP"},
+            "exec": {"command": cmd},
             "periodSeconds": period,
-            "timeoutSeconds": 2,
+            "timeoutSeconds": 3,
             "failureThreshold": failures,
         })
     };

@@ -130,10 +130,18 @@ fn deployment_pod_gets_native_sidecar_first() {
         "prod.example.org"
     );
     // probes on the admin port
-    assert_eq!(sc["startupProbe"]["httpGet"]["path"], "/readyz");
-    assert_eq!(sc["readinessProbe"]["httpGet"]["path"], "/readyz");
-    assert_eq!(sc["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(sc["livenessProbe"]["httpGet"]["port"], 15000);
+    assert_eq!(
+        sc["startupProbe"]["exec"]["command"],
+        json!(["chaperone", "health", "--admin", "http://127.0.0.1:15000", "--ready"])
+    );
+    assert_eq!(
+        sc["readinessProbe"]["exec"]["command"],
+        json!(["chaperone", "health", "--admin", "http://127.0.0.1:15000", "--ready"])
+    );
+    assert_eq!(
+        sc["livenessProbe"]["exec"]["command"],
+        json!(["chaperone", "health", "--admin", "http://127.0.0.1:15000"])
+    );
     // security context
     let sec = &sc["securityContext"];
     assert_eq!(sec["runAsNonRoot"], true);
@@ -395,8 +403,8 @@ fn custom_prefix_and_ports() {
         "https://127.0.0.1:16001"
     );
     assert_eq!(
-        o.pod["spec"]["initContainers"][0]["readinessProbe"]["httpGet"]["port"],
-        16000
+        o.pod["spec"]["initContainers"][0]["readinessProbe"]["exec"]["command"][3],
+        "http://127.0.0.1:16000"
     );
 }
 
