@@ -75,6 +75,10 @@ async fn forwards_with_injected_credential_and_strips_agent_headers() {
                 ("connection", "x-drop-me"),
                 ("x-drop-me", "1"),
                 ("x-keep", "kept"),
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
             ],
             "",
         )
@@ -106,6 +110,15 @@ async fn forwards_with_injected_credential_and_strips_agent_headers() {
         assert!(!seen.headers.contains_key(gone), "{gone} must be stripped");
     }
     assert_eq!(seen.headers.get("x-keep").unwrap(), "kept");
+    assert_eq!(
+        seen.headers.get("traceparent").unwrap(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "W3C trace context propagated"
+    );
+    assert_eq!(
+        seen.headers.get("x-request-id").unwrap(),
+        r.headers.get("x-request-id").unwrap()
+    );
     assert!(
         !r.text().contains("s3cr3t-static"),
         "credential never reaches the agent"

@@ -167,3 +167,25 @@ async fn hot_reload_keeps_broken_edits_out_and_revokes_drifted_sessions() {
         "{audit}"
     );
 }
+
+#[tokio::test]
+async fn sighup_style_config_reload_swaps_routes_and_identities() {
+    let h = Harness::start(spec(OPEN, SESSION_ALLOW_ALL)).await.unwrap();
+    assert_eq!(h.call(AGENT, "GET", "/new/x", &[], "").await.status, 404);
+    let cfg = read(&h.config_path);
+    let edited = cfg.replace(
+        "routes:\n",
+        &format!(
+            "routes:\n  - name: new\n    prefix: /new\n    upstream: \"{}\"\n",
+            h.echo.url()
+        ),
+    );
+    assert_ne!(cfg, edited);
+    std::fs::write(&h.config_path, edited).unwrap();
+    h.running().sidecar.reload_config().await.unwrap();
+    assert_eq!(h.call(AGENT, "GET", "/new/x", &[], "").await.status, 200);
+    // A broken config is refused and the running one kept.
+    std::fs::write(&h.config_path, "listen: [nonsense\n").unwrap();
+    assert!(h.running().sidecar.reload_config().await.is_err());
+    assert_eq!(h.call(AGENT, "GET", "/new/x", &[], "").await.status, 200);
+}

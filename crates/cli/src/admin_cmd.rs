@@ -96,7 +96,12 @@ async fn call(
 /// `chaperone health`: GET /healthz or /readyz, bounded to 2 s.
 pub async fn health(base: &str, ready: bool) -> Result<ExitCode, String> {
     let path = if ready { "/readyz" } else { "/healthz" };
-    match tokio::time::timeout(std::time::Duration::from_secs(2), call(base, Method::GET, path, None)).await {
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        call(base, Method::GET, path, None),
+    )
+    .await
+    {
         Ok(Ok((200, _))) => Ok(ExitCode::SUCCESS),
         Ok(Ok((status, v))) => {
             eprintln!("{path}: {status} {v}");

@@ -132,11 +132,23 @@ fn deployment_pod_gets_native_sidecar_first() {
     // probes on the admin port
     assert_eq!(
         sc["startupProbe"]["exec"]["command"],
-        json!(["chaperone", "health", "--admin", "http://127.0.0.1:15000", "--ready"])
+        json!([
+            "chaperone",
+            "health",
+            "--admin",
+            "http://127.0.0.1:15000",
+            "--ready"
+        ])
     );
     assert_eq!(
         sc["readinessProbe"]["exec"]["command"],
-        json!(["chaperone", "health", "--admin", "http://127.0.0.1:15000", "--ready"])
+        json!([
+            "chaperone",
+            "health",
+            "--admin",
+            "http://127.0.0.1:15000",
+            "--ready"
+        ])
     );
     assert_eq!(
         sc["livenessProbe"]["exec"]["command"],
