@@ -56,6 +56,47 @@ pub struct ConnInfo {
     pub peer: std::net::SocketAddr,
     /// HTTP/1 framing verdicts (absent on HTTP/2, whose framing is unambiguous).
     pub verdicts: Option<Arc<Verdicts>>,
+    /// `input.identity` for this peer, cached per routing generation (SIGHUP may
+    /// change the `identities` mapping).
+    pub identity_cache: parking_lot::Mutex<Option<(usize, Value)>>,
+}
+
+impl ConnInfo {
+    pub fn new(
+        spiffe: SpiffeId,
+        not_after: i64,
+        peer: std::net::SocketAddr,
+        verdicts: Option<Arc<Verdicts>>,
+    ) -> ConnInfo {
+        ConnInfo {
+            spiffe,
+            not_after,
+            peer,
+            verdicts,
+            identity_cache: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// The identity value for the current routing, or `None` when the SPIFFE ID
+    /// matches no `identities` entry.
+    fn identity(&self, routing: &Arc<crate::sidecar::Routing>) -> Option<Value> {
+        let generation = Arc::as_ptr(routing) as usize;
+        let mut cache = self.identity_cache.lock();
+        if let Some((g, v)) = cache.as_ref() {
+            if *g == generation {
+                return Some(v.clone());
+            }
+        }
+        let attributes = routing.identities.resolve(&self.spiffe)?;
+        let v = input::identity_value(
+            self.spiffe.as_str(),
+            self.spiffe.trust_domain(),
+            self.spiffe.path(),
+            attributes,
+        );
+        *cache = Some((generation, v.clone()));
+        Some(v)
+    }
 }
 
 /// What the audit record and metrics of one call need, filled in as phases run.
@@ -82,10 +123,19 @@ pub struct CallRecord {
     pub mcp_route: bool,
 }
 
+/// Request ids: a random per-process prefix and a counter. Unique and unguessable
+/// enough for correlation, without a getrandom syscall per request.
 fn new_request_id() -> String {
-    let mut b = [0u8; 12];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    hex::encode(b)
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut b = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+        hex::encode(b)
+    });
+    format!("{prefix}{:08x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Entry point for every agent request.
@@ -228,18 +278,12 @@ async fn run(
     }
 
     // 5. identity ------------------------------------------------------------------
-    let Some(attributes) = routing.identities.resolve(&conn.spiffe) else {
+    let Some(identity) = conn.identity(&routing) else {
         return refuse(Refusal::new(
             Code::Denied,
             format!("identity {} matches no `identities` entry", conn.spiffe),
         ));
     };
-    let identity = input::identity_value(
-        conn.spiffe.as_str(),
-        conn.spiffe.trust_domain(),
-        conn.spiffe.path(),
-        attributes,
-    );
 
     // 6. session --------------------------------------------------------------------
     let session = authenticate(sc, conn, &parts.headers).map_err(|r| (r, false))?;

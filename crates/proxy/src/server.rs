@@ -370,12 +370,12 @@ async fn serve_conn(
     } else {
         Some(Arc::new(Verdicts::default()))
     };
-    let info = Arc::new(ConnInfo {
-        spiffe: svid.id,
-        not_after: svid.not_after,
+    let info = Arc::new(ConnInfo::new(
+        svid.id,
+        svid.not_after,
         peer,
-        verdicts: verdicts.clone(),
-    });
+        verdicts.clone(),
+    ));
     let svc_sc = sc.clone();
     let svc = service_fn(move |req| crate::pipeline::handle(svc_sc.clone(), info.clone(), req));
     let limits = sc.cfg().limits.clone();
