@@ -5,17 +5,19 @@ Usage: mcp_client_check.py URL [--ca F --cert F --key F] [--session-token T]
                                [--allowed-tool NAME --allowed-args JSON]
                                [--denied-tool NAME --denied-args JSON]
                                [--expect-tools a,b,c] [--expect-denied] [--slow N [--expect-progress]]
+                               [--extra-call 'NAME={"arg": ...}']...
 
 Certificates may also come from CHAPERONE_CA / CHAPERONE_CERT / CHAPERONE_KEY and the
 session token from CHAPERONE_SESSION (sent as the `chaperone-session` header).
 
 Steps: initialize, tools/list, one allowed tools/call, one tools/call that the sidecar
-should deny, and optionally slow_count(N) (a streamed SSE response with progress).
+should deny, optionally slow_count(N) (a streamed SSE response with progress), then each
+--extra-call in order (e.g. calls held for approval; the caller judges their results).
 Prints one JSON object:
 
   {"ok": bool, "server": {...}, "protocol_version": "...", "tools": [...],
    "allowed_call": {"ok", "text" | "error"}, "denied_call": {"denied", "error": {code, message, data}},
-   "slow_call": {...}, "failures": [...]}
+   "slow_call": {...}, "extra_calls": [{"tool", "ok", "text" | "error"}, ...], "failures": [...]}
 
 Exit status 0 iff every expectation holds (--expect-tools: the listed tool names exactly,
 in any order; --expect-denied: the denied call came back as a JSON-RPC error with code
@@ -153,6 +155,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     slow = await call(session, "slow_count", {"n": args.slow}, on_progress)
                     slow["progress_events"] = len(progress)
                     out["slow_call"] = slow
+
+                out["extra_calls"] = []
+                for name, arguments in args.extra_call:
+                    result = await call(session, name, arguments)
+                    result["tool"] = name
+                    out["extra_calls"].append(result)
     finally:
         if http_client is not None:
             await http_client.aclose()
@@ -174,6 +182,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def extra_call(spec: str) -> tuple[str, dict]:
+    name, sep, arguments = spec.partition("=")
+    if not name or not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=JSON, got {spec!r}")
+    try:
+        parsed = json.loads(arguments)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"arguments of {name} are not JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"arguments of {name} must be a JSON object")
+    return name, parsed
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("url")
@@ -189,6 +210,7 @@ def main() -> int:
     ap.add_argument("--expect-denied", action="store_true")
     ap.add_argument("--slow", type=int, default=0)
     ap.add_argument("--expect-progress", action="store_true")
+    ap.add_argument("--extra-call", action="append", default=[], type=extra_call, metavar="NAME=JSON")
     args = ap.parse_args()
     try:
         out = asyncio.run(run(args))

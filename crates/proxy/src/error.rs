@@ -68,6 +68,9 @@ pub struct Refusal {
     pub status: Option<StatusCode>,
     pub message: String,
     pub reasons: Vec<String>,
+    /// On MCP routes: the JSON-RPC error code and the stable rejection reason of
+    /// the MCP parser (`data.reason`), when the refusal came from inspection.
+    pub rpc: Option<(i64, &'static str)>,
 }
 
 impl Refusal {
@@ -77,6 +80,7 @@ impl Refusal {
             status: None,
             message: message.into(),
             reasons: Vec::new(),
+            rpc: None,
         }
     }
 

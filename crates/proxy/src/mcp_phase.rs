@@ -14,8 +14,6 @@ use http_body::{Body, Frame};
 use regorus::Value;
 
 use crate::body::{full, BoxError, ProxyBody};
-#[allow(unused_imports)]
-use crate::error::Code as _Code;
 use crate::error::{Code, Refusal};
 use crate::input::{self, obj};
 use crate::pipeline::ConnInfo;
@@ -29,10 +27,20 @@ pub fn inspect(headers: &HeaderMap, body: &[u8], max: usize) -> Result<McpReques
     let ce = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok());
-    chaperone_mcp::check_content_headers(ct, ce)
-        .map_err(|e| Refusal::bad_request(format!("MCP request refused: {e}")))?;
-    chaperone_mcp::parse_request(body, max)
-        .map_err(|e| Refusal::bad_request(format!("MCP request refused: {e}")))
+    let refuse = |e: chaperone_mcp::McpError| {
+        let mut r = Refusal::bad_request(format!("MCP request refused: {e}"));
+        r.rpc = Some((e.jsonrpc_code(), e.reason()));
+        r
+    };
+    chaperone_mcp::check_content_headers(ct, ce).map_err(refuse)?;
+    chaperone_mcp::parse_request(body, max).map_err(refuse)
+}
+
+/// An MCP body over the inspection cap: refused before parsing, like the parser would.
+pub fn too_large(max: usize) -> Refusal {
+    let mut r = Refusal::bad_request(format!("MCP request refused: body exceeds {max} bytes"));
+    r.rpc = Some((chaperone_mcp::codes::INVALID_REQUEST, "too_large"));
+    r
 }
 
 /// `input.request.mcp`.
@@ -62,13 +70,20 @@ pub fn refusal_response(
     request_id: &str,
     jsonrpc_id: Option<&serde_json::Value>,
 ) -> Response<ProxyBody> {
-    let code = chaperone_mcp::refusal_code(r.code.as_str());
+    let mut code = chaperone_mcp::refusal_code(r.code.as_str());
     let mut data = serde_json::json!({"error": r.code.as_str(), "request_id": request_id});
+    if let Some((rpc_code, reason)) = r.rpc {
+        code = rpc_code;
+        data["reason"] = serde_json::Value::String(reason.to_owned());
+    }
     if !r.reasons.is_empty() {
         data["reasons"] = serde_json::json!(r.reasons);
     }
+    // docs/mcp.md: `<code>: <reason>; <reason>` so SDK users see the policy's words.
     let message = if r.reasons.is_empty() {
         r.message.clone()
+    } else if r.code == Code::Denied {
+        format!("denied: {}", r.reasons.join("; "))
     } else {
         format!("{}: {}", r.message, r.reasons.join("; "))
     };

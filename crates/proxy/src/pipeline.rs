@@ -302,7 +302,14 @@ async fn run(
     if is_mcp && parts.method == Method::POST {
         // MCP: the whole (size-capped) body is inspected, and exactly those bytes are forwarded.
         let max = sc.cfg().limits.max_body_bytes;
-        let bytes = read_body(body, max).await.map_err(|r| (r, false))?;
+        let bytes = read_body(body, max).await.map_err(|r| {
+            let r = if r.code == Code::PayloadTooLarge {
+                mcp_phase::too_large(max)
+            } else {
+                r
+            };
+            (r, false)
+        })?;
         let parsed = mcp_phase::inspect(&parts.headers, &bytes, max).map_err(|r| (r, false))?;
         rec.tool = parsed.tool.clone();
         rec.jsonrpc_id = parsed.id.clone();
@@ -641,7 +648,15 @@ async fn approve_then_forward(
 
     // If the agent disconnects, this future is dropped and `hold` with it: the
     // approval disappears from the list (cancelled).
+    let mut cancel = CancelAudit {
+        sc: sc.clone(),
+        record: record.clone(),
+        session: session.clone(),
+        spiffe: conn.spiffe.to_string(),
+        armed: true,
+    };
     let outcome = hold.wait(timeout).await;
+    cancel.armed = false;
     sc.metrics.approvals_pending.set(sc.approvals.len() as i64);
     let (decision_str, by) = match &outcome {
         HoldOutcome::Resolved(r) if r.approved => ("approved", r.by.clone()),
@@ -716,6 +731,45 @@ async fn approve_then_forward(
         None,
     )
     .await
+}
+
+/// Audits a held call whose agent went away: the future is dropped mid-wait, so
+/// nothing after the wait runs; this guard writes `approval.resolved` (cancelled)
+/// and the call's `request.decided`.
+struct CancelAudit {
+    sc: Arc<Sidecar>,
+    record: ApprovalRecord,
+    session: Option<Arc<Session>>,
+    spiffe: String,
+    armed: bool,
+}
+
+impl Drop for CancelAudit {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let sc = &self.sc;
+        sc.metrics.approvals_pending.set(sc.approvals.len() as i64);
+        sc.metrics
+            .approvals_resolved
+            .with_label_values(&["cancelled"])
+            .inc();
+        let mut ev = approval_event("approval.resolved", &self.record, self.session.as_deref());
+        ev.decision = Some("cancelled".into());
+        ev.cause = Some("agent disconnected".into());
+        sc.audit(ev);
+        let mut ev = approval_event("request.decided", &self.record, self.session.as_deref());
+        ev.spiffe_id = Some(self.spiffe.clone());
+        ev.decision = Some("approval_cancelled".into());
+        ev.reasons = self.record.reasons.clone();
+        sc.audit(ev);
+        sc.metrics
+            .requests
+            .with_label_values(&[self.record.route.as_str(), "approval_cancelled"])
+            .inc();
+        tracing::info!(approval = %self.record.id, "held call cancelled: the agent disconnected");
+    }
 }
 
 fn approval_event(kind: &str, r: &ApprovalRecord, session: Option<&Session>) -> AuditEvent {
