@@ -320,7 +320,7 @@ pub async fn run(dir: Option<PathBuf>) -> Result<(), String> {
     );
     let r = call("DELETE", "/.chaperone/v1/sessions/current", sess.clone()).await?;
     println!("    <- {} session ended", r.status.as_u16());
-    println!("    -> GET /kb/articles with the old session token");
+    println!("    -> GET /kb/articles, presenting the ended session again");
     show(&call("GET", "/kb/articles", sess.clone()).await?);
 
     let sc = running.sidecar.clone();

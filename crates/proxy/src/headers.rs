@@ -32,18 +32,22 @@ fn is_reserved(name: &HeaderName) -> bool {
     name.as_str().starts_with("x-chaperone-")
 }
 
-/// Remove everything SPEC §8 requires from an outbound request's headers.
-/// `inject_headers` are all headers any configured credential injects.
-pub fn sanitize_request(headers: &mut HeaderMap, inject_headers: &[HeaderName]) {
-    // Headers named in Connection are hop-by-hop too (read before removing Connection).
-    let named: Vec<HeaderName> = headers
+/// Headers listed in `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
-        .collect();
-    for n in named {
+        .collect()
+}
+
+/// Remove everything SPEC §8 requires from an outbound request's headers.
+/// `inject_headers` are all headers any configured credential injects.
+pub fn sanitize_request(headers: &mut HeaderMap, inject_headers: &[HeaderName]) {
+    // Headers named in Connection are hop-by-hop too (read before removing Connection).
+    for n in connection_named(headers) {
         headers.remove(n);
     }
     for h in HOP_BY_HOP.iter().chain(AGENT_CREDENTIALS) {
@@ -60,14 +64,7 @@ pub fn sanitize_request(headers: &mut HeaderMap, inject_headers: &[HeaderName]) 
 
 /// Remove hop-by-hop headers from a response going back to the agent.
 pub fn sanitize_response(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().to_ascii_lowercase().as_bytes()).ok())
-        .collect();
-    for n in named {
+    for n in connection_named(headers) {
         headers.remove(n);
     }
     for h in HOP_BY_HOP {
