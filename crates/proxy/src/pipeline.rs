@@ -469,19 +469,12 @@ async fn decide_and_forward(
     // 11. approval ------------------------------------------------------------------------------
     if !decision.approval.is_empty() {
         // Bind the approval to the exact body: buffer it (bounded) to hash it.
-        if buffered.is_none() {
-            if let Some(b) = stream_body {
-                buffered = Some(
-                    read_body(b, cfg.limits.max_body_bytes)
-                        .await
-                        .map_err(|r| (r, false))?,
-                );
-            }
-            return approve_then_forward(
-                sc, conn, rec, parts, buffered, route, route_path, query, host, session, decision,
-                mcp_req,
-            )
-            .await;
+        if let (None, Some(b)) = (&buffered, stream_body) {
+            buffered = Some(
+                read_body(b, cfg.limits.max_body_bytes)
+                    .await
+                    .map_err(|r| (r, false))?,
+            );
         }
         return approve_then_forward(
             sc, conn, rec, parts, buffered, route, route_path, query, host, session, decision,
