@@ -7,7 +7,8 @@
 # script starts is killed on exit (trap). Results: benches/results/latest.md (+ raw JSON).
 #
 # Knobs (env): DURATION (default 10s), CONNS (32), ROUNDS (2: A B A B), PROXY_CPU (0),
-# LOAD_CPU (1), SKIP_MICRO=1 to skip the criterion summary.
+# LOAD_CPU (1), SKIP_MICRO=1 to skip the criterion summary, QUICK=1 for the keep-alive
+# comparison only (printed, no report).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -278,6 +279,11 @@ for r in $(seq 1 "$ROUNDS"); do
   run_case keepalive envoy "$r" "$EURL" "$DURATION" start_envoy "${TLS_ARGS[@]}"
   run_case keepalive chaperone "$r" "$CURL_" "$DURATION" start_chaperone "${TLS_ARGS[@]}"
 done
+if [[ "${QUICK:-0}" == 1 ]]; then
+  # QUICK=1: the keep-alive comparison only, printed, no report written (for iterating).
+  cat "$RESULTS"
+  exit 0
+fi
 for r in $(seq 1 "$ROUNDS"); do
   run_case http2 envoy "$r" "$EURL" "$DURATION" start_envoy --http2 -p 1 "${TLS_ARGS[@]}"
   run_case http2 chaperone "$r" "$CURL_" "$DURATION" start_chaperone --http2 -p 1 "${TLS_ARGS[@]}"

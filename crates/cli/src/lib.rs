@@ -250,8 +250,11 @@ fn dispatch(cmd: Command) -> Result<ExitCode, String> {
                 std::fs::read_to_string(&input).map_err(|e| format!("{}: {e}", input.display()))?;
             let input: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| format!("{}: invalid JSON: {e}", input.display()))?;
-            let set =
-                chaperone_policy::PolicySet::load(&cfg.policy.paths).map_err(|e| e.to_string())?;
+            let set = chaperone_policy::PolicySet::load_with(
+                &cfg.policy.paths,
+                &chaperone_proxy::policy_options(&cfg.policy),
+            )
+            .map_err(|e| e.to_string())?;
             let report = chaperone_policy::eval_report(&set, &input, explain);
             println!(
                 "{}",
@@ -350,12 +353,21 @@ fn check(path: &std::path::Path) -> Result<ExitCode, String> {
         }
     };
     let mut failed = false;
-    match chaperone_policy::PolicySet::load(&cfg.policy.paths) {
-        Ok(set) => println!(
-            "policy: {} file(s), revision {}",
-            set.files().len(),
-            set.revision()
-        ),
+    match chaperone_policy::PolicySet::load_with(
+        &cfg.policy.paths,
+        &chaperone_proxy::policy_options(&cfg.policy),
+    ) {
+        Ok(set) => {
+            println!(
+                "policy: {} file(s), revision {}, engine {}",
+                set.files().len(),
+                set.revision(),
+                set.engine_kind()
+            );
+            if let Some(why) = set.engine_fallback() {
+                println!("policy: warning: not compiled ({why}); calls are decided by the interpreter");
+            }
+        }
         Err(e) => {
             println!("{e}");
             failed = true;

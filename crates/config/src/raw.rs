@@ -190,6 +190,14 @@ pub(crate) struct RawPolicy {
     pub paths: Vec<String>,
     pub reload: Option<RawDuration>,
     pub timeout: Option<RawDuration>,
+    pub engine: Option<RawPolicyEngine>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawPolicyEngine {
+    Compiled,
+    Interpreter,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -292,6 +292,18 @@ pub struct PolicyConfig {
     pub reload: Duration,
     /// Upper bound for one evaluation. Default 100ms.
     pub timeout: Duration,
+    /// Evaluator for decisions. Default `compiled`.
+    pub engine: PolicyEngine,
+}
+
+/// `policy.engine`: which regorus evaluator decides calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyEngine {
+    /// Policies compiled to regorus's register VM (falls back to the interpreter, with a
+    /// warning, when a construct is not supported by the compiler).
+    Compiled,
+    /// The tree-walking interpreter.
+    Interpreter,
 }
 
 /// `sessions` section.

@@ -1019,6 +1019,10 @@ fn policy(ctx: &mut Ctx<'_>, v: Option<Value>) -> Option<PolicyConfig> {
         paths,
         reload,
         timeout,
+        engine: match raw.engine {
+            Some(RawPolicyEngine::Interpreter) => PolicyEngine::Interpreter,
+            Some(RawPolicyEngine::Compiled) | None => PolicyEngine::Compiled,
+        },
     })
 }
 

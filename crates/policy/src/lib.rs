@@ -26,13 +26,14 @@ mod report;
 mod set;
 mod testrun;
 mod value;
+mod vm;
 
 pub use error::PolicyError;
 pub use handle::{PolicyHandle, PolicyWatcher, ReloadOutcome};
 pub use regorus::Value;
 pub use report::{eval_report, is_session_input, EvalReport, Explanation};
 pub use set::{
-    Decision, PolicyOptions, PolicySet, SessionDecision, AUTHZ_PACKAGE, DEFAULT_EVAL_TIMEOUT,
+    Decision, EngineChoice, PolicyOptions, PolicySet, SessionDecision, AUTHZ_PACKAGE, DEFAULT_EVAL_TIMEOUT,
     SESSION_PACKAGE,
 };
 pub use testrun::{run_tests, TestSummary};

@@ -2,6 +2,7 @@
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use regorus::utils::limits::ExecutionTimerConfig;
@@ -10,6 +11,7 @@ use serde::Serialize;
 
 use crate::load::{self, DataMerger, Found, Kind};
 use crate::value::{json_to_value, parse_duration, type_name};
+use crate::vm::CompiledEngine;
 use crate::PolicyError;
 
 /// Package of the per-call rules.
@@ -66,17 +68,31 @@ pub(crate) const SESSION_ENTRY: &str = "data.__chaperone__.session";
 /// Default per-evaluation time bound.
 pub const DEFAULT_EVAL_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// Which evaluator decides calls (config `policy.engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    /// Compile the policies to regorus's register VM; if the compiler does not support a
+    /// construct the set uses the interpreter and says why ([`PolicySet::engine_fallback`]).
+    #[default]
+    Compiled,
+    /// Always use the tree-walking interpreter (the reference implementation).
+    Interpreter,
+}
+
 /// Options for loading a [`PolicySet`].
 #[derive(Debug, Clone, Copy)]
 pub struct PolicyOptions {
     /// Wall-clock bound for one evaluation; exceeding it denies.
     pub eval_timeout: Duration,
+    /// Evaluator for decisions.
+    pub engine: EngineChoice,
 }
 
 impl Default for PolicyOptions {
     fn default() -> Self {
         Self {
             eval_timeout: DEFAULT_EVAL_TIMEOUT,
+            engine: EngineChoice::Compiled,
         }
     }
 }
@@ -156,8 +172,13 @@ impl SessionDecision {
 /// An immutable, compiled set of policies and data. `Send + Sync`; evaluate from any task.
 #[derive(Clone)]
 pub struct PolicySet {
-    /// Prepared engine; cloned per evaluation (cheap: compiled modules are shared).
+    /// Prepared interpreter engine; cloned per evaluation. The reference evaluator: used
+    /// for tests, explanations, and decisions when `compiled` is `None`.
     engine: Engine,
+    /// The same policies compiled to VM bytecode; decides calls when present.
+    compiled: Option<Arc<CompiledEngine>>,
+    /// Why `compiled` is `None` although the compiled engine was asked for.
+    fallback: Option<String>,
     files: Vec<PathBuf>,
     revision: String,
     /// `(rule path, file)` for every rule, sorted by path.
@@ -176,6 +197,9 @@ impl std::fmt::Debug for PolicySet {
 /// Files that were read, ready to compile.
 pub(crate) struct Loaded {
     pub engine: Engine,
+    /// The merged data documents (also added to `engine`).
+    pub data: Value,
+    pub timer: ExecutionTimerConfig,
     pub files: Vec<PathBuf>,
     pub revision: String,
 }
@@ -203,10 +227,11 @@ pub(crate) fn load_engine(
     }
     let mut engine = Engine::new();
     engine.set_gather_prints(true);
-    engine.set_execution_timer_config(ExecutionTimerConfig {
+    let timer = ExecutionTimerConfig {
         limit: opts.eval_timeout,
         check_interval: NonZeroU32::MIN.saturating_add(31),
-    });
+    };
+    engine.set_execution_timer_config(timer);
     let mut merger = DataMerger::default();
     let mut hashed: Vec<(String, Vec<u8>)> = Vec::with_capacity(found.len());
     for f in &found {
@@ -224,8 +249,9 @@ pub(crate) fn load_engine(
         }
         hashed.push((f.rel.clone(), text.into_bytes()));
     }
+    let data = json_to_value(&merger.into_value());
     engine
-        .add_data(json_to_value(&merger.into_value()))
+        .add_data(data.clone())
         .map_err(|e| PolicyError::Rego(format!("data: {e}")))?;
     engine
         .add_policy(DECISION_MODULE_PATH.into(), DECISION_MODULE.into())
@@ -243,6 +269,8 @@ pub(crate) fn load_engine(
     let revision = hex::encode(ctx.finish().as_ref());
     Ok(Loaded {
         engine,
+        data,
+        timer,
         files: found.into_iter().map(|f| f.path).collect(),
         revision,
     })
@@ -281,12 +309,30 @@ impl PolicySet {
     pub fn load_with(paths: &[PathBuf], opts: &PolicyOptions) -> Result<PolicySet, PolicyError> {
         let Loaded {
             mut engine,
+            data,
+            timer,
             files,
             revision,
         } = load_engine(paths, false, opts)?;
         let rules = compile(&mut engine)?;
+        let (compiled, fallback) = match opts.engine {
+            EngineChoice::Interpreter => (None, None),
+            EngineChoice::Compiled => match CompiledEngine::build(&engine, data, timer) {
+                Ok(c) => (Some(Arc::new(c)), None),
+                Err(e) => {
+                    tracing::warn!(
+                        reason = %e,
+                        "policy uses a construct the compiled engine does not support; \
+                         deciding with the interpreter (slower, same results)"
+                    );
+                    (None, Some(e))
+                }
+            },
+        };
         Ok(PolicySet {
             engine,
+            compiled,
+            fallback,
             files,
             revision,
             rules,
@@ -323,7 +369,33 @@ impl PolicySet {
         (result, prints)
     }
 
+    /// Which evaluator decides calls: `"compiled"` or `"interpreter"`.
+    pub fn engine_kind(&self) -> &'static str {
+        if self.compiled.is_some() {
+            "compiled"
+        } else {
+            "interpreter"
+        }
+    }
+
+    /// Why the compiled engine was asked for but is not in use (the compiler's message).
+    pub fn engine_fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
+    /// The same set, deciding with the interpreter (for differential checks).
+    pub fn with_interpreter(&self) -> PolicySet {
+        PolicySet {
+            compiled: None,
+            fallback: None,
+            ..self.clone()
+        }
+    }
+
     fn eval_entry(&self, rule: &str, input: Value) -> Result<Value, String> {
+        if let Some(c) = &self.compiled {
+            return c.eval(rule, input);
+        }
         let mut engine = self.engine.clone();
         engine.set_input(input);
         engine

@@ -34,6 +34,8 @@ pub fn run_tests(
     let opts = PolicyOptions {
         // Tests may do more work than a single decision; keep them bounded all the same.
         eval_timeout: std::time::Duration::from_secs(5),
+        // Tests use `with`, which only the interpreter implements.
+        engine: crate::EngineChoice::Interpreter,
     };
     let mut loaded = load_engine(dirs, true, &opts)?;
     let rules = compile(&mut loaded.engine)?;

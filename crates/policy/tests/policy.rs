@@ -208,10 +208,21 @@ fn wrong_types_and_errors_fail_closed() {
         ),
     ];
     for (src, want) in cases {
-        let d = set_of(src).eval_call(json_to_value(&json!({"x": true, "zero": 0})));
+        let set = set_of(src);
+        let input = json_to_value(&json!({"x": true, "zero": 0}));
+        // The interpreter reports every one of these as an error.
+        let d = set.with_interpreter().eval_call(input.clone());
         assert!(!d.allow && !d.permitted(), "{src}: {d:?}");
         let e = d.error.clone().unwrap_or_default();
         assert!(e.contains(want), "{src}: {e}");
+        // The default engine denies all of them too. Type errors in the rules we read are
+        // errors in both engines; conflicts make the set fall back to the interpreter; a
+        // runtime error inside a rule body makes that body undefined (OPA's semantics).
+        let d = set.eval_call(input);
+        assert!(!d.allow && !d.permitted(), "{src}: {d:?}");
+        if want != "policy evaluation failed" || set.engine_kind() == "interpreter" {
+            assert!(d.error.unwrap_or_default().contains(want), "{src}");
+        }
     }
     // Undefined everything: deny, no error.
     let d = set_of("package chaperone.other\nx := 1\n").eval_call(json_to_value(&json!({})));
@@ -249,6 +260,7 @@ fn evaluation_is_time_bounded() {
     );
     let opts = PolicyOptions {
         eval_timeout: Duration::from_millis(20),
+        ..Default::default()
     };
     let set = PolicySet::load_with(&[dir.path().to_path_buf()], &opts).unwrap();
     let start = Instant::now();
@@ -451,4 +463,127 @@ fn decision_latency_report() {
         "eval_call one-rule policy: p50 {:?} p99 {:?}",
         base[1000], base[1980]
     );
+}
+
+/// The compiled engine and the interpreter must decide the example library identically.
+/// Inputs are a deterministic sample of combinations of the fields the library reads.
+#[test]
+fn compiled_engine_matches_interpreter_on_example_library() {
+    let lib = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    let set = PolicySet::load(&[lib]).unwrap();
+    assert_eq!(set.engine_kind(), "compiled", "{:?}", set.engine_fallback());
+    let interp = set.with_interpreter();
+    assert_eq!(interp.engine_kind(), "interpreter");
+
+    let kinds = [json!({"kind": "support"}), json!({"kind": "code"}), json!({}), json!({"kind": "support", "external": true})];
+    let routes = [
+        json!({"name": "kb", "labels": {"sensitivity": "low", "data_domain": "support"}}),
+        json!({"name": "orders-api", "labels": {"sensitivity": "high", "data_domain": "billing", "action": "write"}}),
+        json!({"name": "hr-api", "labels": {"sensitivity": "critical", "data_domain": "hr"}}),
+        json!({"name": "status", "labels": {"harmless": true}}),
+        json!({"name": "partner", "labels": {"external": true, "sensitivity": "high"}}),
+        json!({"name": "mcp-tools", "labels": {"data_domain": "billing"}}),
+    ];
+    let sessions = [
+        json!(null),
+        json!({"id": "s1", "task": "answer ticket", "intent": {"tools": ["kb"]}, "scopes": ["kb:read"],
+               "created_at": "2026-12-01T10:00:00Z", "expires_at": "2026-12-01T10:10:00Z",
+               "delegation_chain": [], "parent": null,
+               "stats": {"requests": 3, "denied": 0, "routes": {"kb": 3}, "data_domains": ["support"], "requests_last_minute": 3}}),
+        json!({"id": "s2", "task": "refund", "intent": {"tools": ["orders-api", "create_refund"], "external": true, "window": "business_hours"},
+               "scopes": ["orders:read", "orders:write"], "created_at": "2026-12-01T10:00:00Z", "expires_at": "2026-12-01T10:10:00Z",
+               "delegation_chain": ["spiffe://a/x", "spiffe://a/y"], "parent": {"id": "s0", "scopes": ["orders:read"]},
+               "stats": {"requests": 200, "denied": 9, "routes": {"orders-api": 150}, "data_domains": ["hr"], "requests_last_minute": 500}}),
+        json!({"id": "s3", "task": "", "intent": {}, "scopes": [], "created_at": "2026-12-01T10:00:00Z",
+               "expires_at": "2026-12-01T10:10:00Z", "delegation_chain": [], "parent": null,
+               "stats": {"requests": 0, "denied": 0, "routes": {}, "data_domains": ["billing"], "requests_last_minute": 0}}),
+    ];
+    let requests = [
+        json!({"method": "GET", "mcp": null}),
+        json!({"method": "POST", "mcp": null}),
+        json!({"method": "DELETE", "mcp": null}),
+        json!({"method": "POST", "mcp": {"method": "tools/call", "tool": "get_order", "arguments": {"id": 1}}}),
+        json!({"method": "POST", "mcp": {"method": "tools/call", "tool": "create_refund", "arguments": {"amount": 5000}}}),
+        json!({"method": "POST", "mcp": {"method": "tools/list", "tool": null, "arguments": {}}}),
+    ];
+    let times = ["2026-11-30T10:00:00Z", "2026-12-05T03:00:00Z", "2026-12-01T17:59:59Z"];
+    let mut checked = 0;
+    let mut permitted = 0;
+    for (ki, kind) in kinds.iter().enumerate() {
+        for (ri, route) in routes.iter().enumerate() {
+            for (si, session) in sessions.iter().enumerate() {
+                for (qi, req) in requests.iter().enumerate() {
+                    let time = times[(ki + ri + si + qi) % times.len()];
+                    let mut request = req.clone();
+                    request["path"] = json!("/x/v1/items");
+                    request["route_path"] = json!("/v1/items");
+                    request["segments"] = json!(["v1", "items"]);
+                    request["query"] = json!({});
+                    request["host"] = json!("");
+                    request["headers"] = json!({});
+                    request["body_bytes"] = json!(12);
+                    let input = json!({
+                        "identity": {"spiffe_id": "spiffe://t.local/ns/a/sa/b", "trust_domain": "t.local",
+                                      "path": "/ns/a/sa/b", "attributes": kind},
+                        "session": session, "request": request, "route": route,
+                        "environment": {"time": time, "node": "n", "namespace": "a", "pod": "p"}
+                    });
+                    let v = json_to_value(&input);
+                    let (a, b) = (set.eval_call(v.clone()), interp.eval_call(v.clone()));
+                    assert_eq!(a, b, "call decision differs for {input}");
+                    assert!(a.error.is_none(), "{input}: {a:?}");
+                    permitted += usize::from(a.permitted());
+                    if !session.is_null() {
+                        let (a, b) = (set.eval_session(v.clone()), interp.eval_session(v));
+                        assert_eq!(a, b, "session decision differs for {input}");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // The sample must exercise both outcomes, or it proves nothing.
+    assert!(permitted > 10 && permitted < checked - 10, "{permitted}/{checked} permitted");
+}
+
+/// Policies where a complete rule or function could produce two values are decided by the
+/// interpreter (which reports the conflict as an error); the compiled engine would make
+/// the rule undefined instead.
+#[test]
+fn conflict_capable_policies_fall_back_to_the_interpreter() {
+    let risky = [
+        "package chaperone.authz\nallow := true\ncredential := \"a\" if input.x\ncredential := \"b\" if input.x\n",
+        "package chaperone.authz\nallow := true\ncredential := y if { some y in [\"a\", \"b\"] }\n",
+        "package chaperone.authz\nf(x) := 1 if x\nf(x) := 2 if x\nallow if f(true) == 1\n",
+        "package chaperone.authz\nm[k] := 1 if { some k in [\"a\"] }\nm[k] := 2 if { k := \"a\" }\nallow if m.a\n",
+    ];
+    for src in risky {
+        let set = set_of(src);
+        assert_eq!(set.engine_kind(), "interpreter", "{src}");
+        assert!(set.engine_fallback().unwrap_or_default().contains("conflicting"), "{src}");
+        let d = set.eval_call(json_to_value(&json!({"x": true})));
+        assert!(!d.permitted() && d.error.is_some(), "{src}: {d:?}");
+    }
+    // Same constant from several definitions, `default` + rule, and `else` chains compile.
+    let safe = [
+        "package chaperone.authz\nallow if input.x\nallow if input.y\n",
+        "package chaperone.authz\ndefault allow := false\nallow if input.x\n",
+        "package chaperone.authz\nallow := true\ncredential := \"a\" if { input.x } else := \"b\"\n",
+        "package chaperone.authz\nallow := true\nscopes := [s | some s in input.s]\n",
+    ];
+    for src in safe {
+        let set = set_of(src);
+        assert_eq!(set.engine_kind(), "compiled", "{src}: {:?}", set.engine_fallback());
+        let v = json_to_value(&json!({"x": true, "s": ["a"]}));
+        assert_eq!(set.eval_call(v.clone()), set.with_interpreter().eval_call(v), "{src}");
+    }
+    // And `policy.engine: interpreter` is honoured.
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.rego", "package chaperone.authz\nallow := true\n");
+    let opts = PolicyOptions {
+        engine: chaperone_policy::EngineChoice::Interpreter,
+        ..Default::default()
+    };
+    let set = PolicySet::load_with(&[dir.path().to_path_buf()], &opts).unwrap();
+    assert_eq!((set.engine_kind(), set.engine_fallback()), ("interpreter", None));
 }

@@ -24,5 +24,5 @@ pub mod sniff;
 mod webhook;
 
 pub use error::{Code, ProxyError, Refusal};
-pub use server::{run, start, Running, StartOptions};
+pub use server::{policy_options, run, start, Running, StartOptions};
 pub use sidecar::Sidecar;

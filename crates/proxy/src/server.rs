@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use chaperone_audit::{AuditEvent, AuditLog, AuditOptions, AuditSink as AuditSinkKind};
 use chaperone_config::{AuditSink, Config};
 use chaperone_identity::ServerTls;
-use chaperone_policy::{PolicyHandle, PolicyOptions, PolicyWatcher};
+use chaperone_policy::{EngineChoice, PolicyHandle, PolicyOptions, PolicyWatcher};
 use chaperone_sessions::EndReason;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -47,15 +47,24 @@ pub struct Running {
 
 /// Start the sidecar: every component is loaded before the listeners accept, and
 /// any error is returned (nothing half-started keeps running).
+/// The policy loading options a `policy` config section asks for.
+pub fn policy_options(cfg: &chaperone_config::PolicyConfig) -> PolicyOptions {
+    PolicyOptions {
+        eval_timeout: cfg.timeout,
+        engine: match cfg.engine {
+            chaperone_config::PolicyEngine::Compiled => EngineChoice::Compiled,
+            chaperone_config::PolicyEngine::Interpreter => EngineChoice::Interpreter,
+        },
+    }
+}
+
 pub async fn start(cfg: Config, opts: StartOptions) -> Result<Running, ProxyError> {
     let metrics = Arc::new(Metrics::new());
     let tls = ServerTls::load(&cfg.tls)?;
     metrics.cert_expiry.set(tls.cert_not_after());
     let policy = Arc::new(PolicyHandle::new(
         cfg.policy.paths.clone(),
-        PolicyOptions {
-            eval_timeout: cfg.policy.timeout,
-        },
+        policy_options(&cfg.policy),
     )?);
     let routing = Routing::build(&cfg)?;
     let sink = match &cfg.audit.sink {
