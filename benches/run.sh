@@ -8,7 +8,8 @@
 #
 # Knobs (env): DURATION (default 10s), CONNS (32), ROUNDS (2: A B A B), PROXY_CPU (0),
 # LOAD_CPU (1), SKIP_MICRO=1 to skip the criterion summary, QUICK=1 for the keep-alive
-# comparison only (printed, no report).
+# comparison only (printed, no report), PERF=chaperone|envoy to
+# record a perf profile of that proxy during its runs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -252,7 +253,16 @@ run_case() { # case proxy round url dur start_fn [oha args...]
   taskset -c "$LOAD_CPU" "$OHA" --no-tui -n 200 -c 4 "$@" "$url" >/dev/null 2>&1 || true
   sleep 0.5
   local idle; idle="$(kb "$pid" VmRSS)"
+  local perf_pid=""
+  if [[ -n "${PERF:-}" && ( "$proxy" == "$PERF" || "$PERF" == all ) ]]; then
+    # PERF=<proxy|all>: profile that proxy during its measured runs (perf.data in benches/results/raw).
+    # PERF_CMD overrides the perf sub-command, e.g. "stat -e raw_syscalls:sys_enter".
+    # shellcheck disable=SC2086
+    perf ${PERF_CMD:-record -F 999 -g} -p "$pid" -o "$OUT/raw/perf-$case-$proxy-$rnd.data" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   load "$case-$proxy-$rnd" "$url" "$dur" "$@"
+  [[ -n "$perf_pid" ]] && { kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; }
   local hwm; hwm="$(kb "$pid" VmHWM)"
   record "$case" "$proxy" "$rnd" "$OUT/raw/$case-$proxy-$rnd.json" "$idle" "$hwm"
   log "$case $proxy round $rnd: $(tail -n1 "$RESULTS" | cut -f4-8)"

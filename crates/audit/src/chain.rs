@@ -92,6 +92,58 @@ pub fn record_hash(prev_hash: &str, record_without_hash: &Value) -> String {
     hex::encode(ctx.finish().as_ref())
 }
 
+/// Chain one record in a single serialization pass: returns `(hash, line)` where `hash`
+/// is [`record_hash`] of `rec` (which must not contain `hash`) and `line` is
+/// [`canonical_json`] of `rec` with `hash` added. Same bytes as the two-step form.
+pub(crate) fn chain_line(
+    prev_hash: &str,
+    rec: &serde_json::Map<String, Value>,
+) -> (String, Vec<u8>) {
+    let mut keys: Vec<&String> = rec.keys().filter(|k| k.as_str() != "hash").collect();
+    keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let split = keys.partition_point(|k| k.as_bytes() < b"hash".as_slice());
+    let members = |ks: &[&String], out: &mut Vec<u8>| {
+        for (i, k) in ks.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(k, out);
+            out.push(b':');
+            if let Some(v) = rec.get(*k) {
+                write(v, out);
+            }
+        }
+    };
+    let mut head = Vec::with_capacity(384);
+    let mut tail = Vec::with_capacity(384);
+    members(&keys[..split], &mut head);
+    members(&keys[split..], &mut tail);
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(prev_hash.as_bytes());
+    ctx.update(b"{");
+    ctx.update(&head);
+    if !head.is_empty() && !tail.is_empty() {
+        ctx.update(b",");
+    }
+    ctx.update(&tail);
+    ctx.update(b"}");
+    let hash = hex::encode(ctx.finish().as_ref());
+    let mut line = Vec::with_capacity(head.len() + tail.len() + 80);
+    line.push(b'{');
+    line.extend_from_slice(&head);
+    if !head.is_empty() {
+        line.push(b',');
+    }
+    line.extend_from_slice(b"\"hash\":");
+    write_str(&hash, &mut line);
+    if !tail.is_empty() {
+        line.push(b',');
+        line.extend_from_slice(&tail);
+    }
+    line.push(b'}');
+    (hash, line)
+}
+
 pub(crate) fn is_hash(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -103,6 +155,24 @@ pub(crate) fn is_hash(s: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn chain_line_equals_the_two_step_form() {
+        let prev = GENESIS_HASH;
+        for v in [
+            json!({"a": 1, "seq": 2, "prev_hash": prev, "z": "x\n"}),
+            json!({"a": 1}),
+            json!({"zz": [1, {"b": null, "a": true}]}),
+            json!({}),
+        ] {
+            let Value::Object(m) = &v else { unreachable!() };
+            let (hash, line) = chain_line(prev, m);
+            assert_eq!(hash, record_hash(prev, &v));
+            let mut with = m.clone();
+            with.insert("hash".into(), json!(hash));
+            assert_eq!(line, canonical_json(&Value::Object(with)), "{v}");
+        }
+    }
 
     #[test]
     fn canonical_sorts_and_escapes() {

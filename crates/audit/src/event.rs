@@ -236,8 +236,8 @@ impl AuditEvent {
 
     /// The record as the writer stores it (before `seq`/`prev_hash`/`hash`): long
     /// texts cut, latency rounded, secret-looking `detail` keys redacted.
-    pub(crate) fn to_record(&self) -> Result<Value, crate::AuditError> {
-        let mut e = self.clone();
+    pub(crate) fn into_record(self) -> Result<Value, crate::AuditError> {
+        let mut e = self;
         e.task = e.task.map(|t| cut(t, MAX_TEXT));
         e.intent_summary = e.intent_summary.map(|t| cut(t, MAX_TEXT));
         e.latency_ms = e
@@ -312,7 +312,7 @@ mod tests {
         let e = e
             .with_detail("x_vault_token", json!("hvs.SECRET"))
             .with_detail("nested", json!([{"Password": "p"}, {"ok": 1}]));
-        let v = e.to_record().unwrap();
+        let v = e.clone().into_record().unwrap();
         assert_eq!(v["event"], "request.decided");
         assert_eq!(v["latency_ms"], json!(1.235));
         assert!(v.get("route").is_none(), "None fields are omitted");

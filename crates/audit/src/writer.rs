@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::chain::{canonical_json, record_hash, GENESIS_HASH};
+use crate::chain::{chain_line, GENESIS_HASH};
 use crate::event::{kind, AuditEvent};
 use crate::verify::{check_line, MAX_LINE};
 use crate::AuditError;
@@ -225,7 +225,7 @@ impl AuditLog {
         if let Some(from) = &continued {
             started = started.with_detail("continued_from", json!(from));
         }
-        w.append(&started)?;
+        w.append(started)?;
         let written = w.commit(true).map_err(|source| AuditError::Io {
             path: w.sink.path(),
             source,
@@ -289,19 +289,15 @@ struct Writer {
 
 impl Writer {
     /// Chain `ev` and append its line to the pending buffer.
-    fn append(&mut self, ev: &AuditEvent) -> Result<(), AuditError> {
-        let mut rec = ev.to_record()?;
+    fn append(&mut self, ev: AuditEvent) -> Result<(), AuditError> {
+        let mut rec = ev.into_record()?;
         let seq = self.seq + 1;
         let Value::Object(m) = &mut rec else {
             return Err(AuditError::Encode("record is not an object".into()));
         };
         m.insert("seq".into(), json!(seq));
         m.insert("prev_hash".into(), json!(self.last_hash));
-        let hash = record_hash(&self.last_hash, &rec);
-        if let Value::Object(m) = &mut rec {
-            m.insert("hash".into(), json!(hash));
-        }
-        let line = canonical_json(&rec);
+        let (hash, line) = chain_line(&self.last_hash, m);
         if line.len() >= MAX_LINE {
             return Err(AuditError::Encode(format!(
                 "record of {} bytes exceeds the line limit",
@@ -353,6 +349,19 @@ impl Writer {
         }
         let rotated = self.maybe_rotate();
         Ok(n + rotated)
+    }
+
+    /// Whether [`Writer::commit`] cannot block for long: discard, or a regular file
+    /// without fsync and without a rotation due after this write.
+    fn commit_is_cheap(&self, sync: bool) -> bool {
+        match &self.sink {
+            Sink::Discard => true,
+            Sink::Stdout => false,
+            Sink::File(f) => {
+                let after = f.committed + self.pending.len() as u64;
+                f.regular && !sync && self.rotate_bytes.is_none_or(|limit| after < limit)
+            }
+        }
     }
 
     /// Rotate when the file reached `rotate_bytes`. Failures are logged and retried
@@ -419,7 +428,7 @@ impl Writer {
             .unwrap_or_default();
         tracing::info!(file = %rotated.display(), seq = self.seq, hash = %self.last_hash, "audit log rotated");
         let header = AuditEvent::new(kind::AUDIT_ROTATED).with_detail("previous_file", json!(name));
-        if let Err(e) = self.append(&header) {
+        if let Err(e) = self.append(header) {
             tracing::error!(error = %e, "audit rotation header could not be encoded");
             return Ok(0);
         }
@@ -615,9 +624,12 @@ async fn run(
                     if w.pending.len() >= MAX_PENDING_BYTES {
                         shared.dropped.fetch_add(1, Ordering::Relaxed);
                         w.dropped_pending += 1;
-                    } else if let Err(e) = w.append(&ev) {
-                        shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, event = %ev.event, "audit record dropped");
+                    } else {
+                        let kind = ev.event.clone();
+                        if let Err(e) = w.append(*ev) {
+                            shared.dropped.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(error = %e, event = %kind, "audit record dropped");
+                        }
                     }
                 }
                 Msg::Flush(tx) => waiters.push(tx),
@@ -636,11 +648,19 @@ async fn run(
             }
             continue;
         }
-        let joined = tokio::task::spawn_blocking(move || {
+        // A buffered append to a regular file (no fsync, no rotation due) is a page-cache
+        // copy of a few KiB: done in place. Anything that may block (fsync, rotation,
+        // pipes, stdout) goes to the blocking pool.
+        let joined = if w.commit_is_cheap(sync) {
             let r = w.commit(sync);
-            (w, r)
-        })
-        .await;
+            Ok((w, r))
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let r = w.commit(sync);
+                (w, r)
+            })
+            .await
+        };
         let (back, res) = match joined {
             Ok(x) => x,
             Err(e) => {

@@ -161,7 +161,10 @@ fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
         let mut b = tokio::runtime::Builder::new_multi_thread();
         match std::env::var("CHAPERONE_WORKER_THREADS") {
             Ok(v) => match v.trim().parse::<usize>() {
-                Ok(n) if n >= 1 => {
+                // One worker: the current-thread scheduler does the same job without the
+                // work-stealing machinery (no cross-thread wake-ups, no shared queues).
+                Ok(1) => return tokio::runtime::Builder::new_current_thread().enable_all().build(),
+                Ok(n) if n >= 2 => {
                     b.worker_threads(n);
                 }
                 _ => {

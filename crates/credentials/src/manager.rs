@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::jwt::JwtMinter;
 use crate::oauth2::OAuth2Issuer;
-use crate::provider::{CredentialProvider, IssueContext, Issued};
+use crate::provider::{CredentialProvider, IssueContext, Issued, RevocationHandle};
 use crate::static_file::StaticSecret;
 use crate::template::Template;
 use crate::vault::VaultIssuer;
@@ -239,6 +239,12 @@ impl Lease {
 
     fn finish(&mut self) {
         if let (Some(pc), Some(held)) = (self.per_call.take(), self.held.take()) {
+            // Nothing to call at a provider (static secret, minted JWT): the per-call copy
+            // is simply dropped (and zeroised) here; no revocation task, no
+            // `credential.revoked` record (request.decided carries the credential id).
+            if matches!(held.issued.revocation, RevocationHandle::Forget) {
+                return;
+            }
             pc.shared
                 .spawn_revoke(&pc.handle, held, "call_complete".into());
         }
