@@ -92,45 +92,67 @@ pub fn record_hash(prev_hash: &str, record_without_hash: &Value) -> String {
     hex::encode(ctx.finish().as_ref())
 }
 
-/// Chain one record in a single serialization pass: returns `(hash, line)` where `hash`
-/// is [`record_hash`] of `rec` (which must not contain `hash`) and `line` is
-/// [`canonical_json`] of `rec` with `hash` added. Same bytes as the two-step form.
-pub(crate) fn chain_line(
+/// Chain one event in a single pass, written directly from its fields (no intermediate
+/// JSON tree): returns `(hash, line)` where `hash` is [`record_hash`] of the record with
+/// `seq` and `prev_hash` and `line` is [`canonical_json`] of it with `hash` added.
+/// `ev` must be normalised (see `AuditEvent::normalise`).
+pub(crate) fn chain_event(
     prev_hash: &str,
-    rec: &serde_json::Map<String, Value>,
+    seq: u64,
+    ev: &crate::AuditEvent,
 ) -> (String, Vec<u8>) {
-    let mut keys: Vec<&String> = rec.keys().filter(|k| k.as_str() != "hash").collect();
-    keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    let split = keys.partition_point(|k| k.as_bytes() < b"hash".as_slice());
-    let members = |ks: &[&String], out: &mut Vec<u8>| {
-        for (i, k) in ks.iter().enumerate() {
+    use crate::event::Field;
+    let members = ev.members(seq, prev_hash);
+    let split = members.partition_point(|(k, _)| k.as_bytes() < b"hash".as_slice());
+    let write_members = |ms: &[(&'static str, Field<'_>)], out: &mut Vec<u8>| {
+        for (i, (k, v)) in ms.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             write_str(k, out);
             out.push(b':');
-            if let Some(v) = rec.get(*k) {
-                write(v, out);
+            match v {
+                Field::Str(s) => write_str(s, out),
+                Field::Strs(list) => {
+                    out.push(b'[');
+                    for (j, s) in list.iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        write_str(s, out);
+                    }
+                    out.push(b']');
+                }
+                Field::U64(n) => out.extend_from_slice(n.to_string().as_bytes()),
+                Field::F64(f) => match serde_json::Number::from_f64(*f) {
+                    Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
+                    None => out.extend_from_slice(b"null"),
+                },
+                Field::Json(j) => write(j, out),
             }
         }
     };
     let mut head = Vec::with_capacity(384);
     let mut tail = Vec::with_capacity(384);
-    members(&keys[..split], &mut head);
-    members(&keys[split..], &mut tail);
+    write_members(&members[..split], &mut head);
+    write_members(&members[split..], &mut tail);
+    finish_line(prev_hash, &head, &tail)
+}
+
+fn finish_line(prev_hash: &str, head: &[u8], tail: &[u8]) -> (String, Vec<u8>) {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(prev_hash.as_bytes());
     ctx.update(b"{");
-    ctx.update(&head);
+    ctx.update(head);
     if !head.is_empty() && !tail.is_empty() {
         ctx.update(b",");
     }
-    ctx.update(&tail);
+    ctx.update(tail);
     ctx.update(b"}");
     let hash = hex::encode(ctx.finish().as_ref());
     let mut line = Vec::with_capacity(head.len() + tail.len() + 80);
     line.push(b'{');
-    line.extend_from_slice(&head);
+    line.extend_from_slice(head);
     if !head.is_empty() {
         line.push(b',');
     }
@@ -138,7 +160,7 @@ pub(crate) fn chain_line(
     write_str(&hash, &mut line);
     if !tail.is_empty() {
         line.push(b',');
-        line.extend_from_slice(&tail);
+        line.extend_from_slice(tail);
     }
     line.push(b'}');
     (hash, line)
@@ -157,20 +179,45 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn chain_line_equals_the_two_step_form() {
-        let prev = GENESIS_HASH;
-        for v in [
-            json!({"a": 1, "seq": 2, "prev_hash": prev, "z": "x\n"}),
-            json!({"a": 1}),
-            json!({"zz": [1, {"b": null, "a": true}]}),
-            json!({}),
-        ] {
-            let Value::Object(m) = &v else { unreachable!() };
-            let (hash, line) = chain_line(prev, m);
-            assert_eq!(hash, record_hash(prev, &v));
-            let mut with = m.clone();
-            with.insert("hash".into(), json!(hash));
-            assert_eq!(line, canonical_json(&Value::Object(with)), "{v}");
+    fn chain_event_equals_the_two_step_form() {
+        let mut full = crate::AuditEvent::request_decided("req-1", "deny");
+        full.spiffe_id = Some("spiffe://t/ns/a/sa/b".into());
+        full.session_id = Some("ses_1".into());
+        full.task = Some("é\"q\\\n\u{1}".repeat(600));
+        full.intent_summary = Some("sum".into());
+        full.delegation_chain = vec!["spiffe://t/a".into(), "spiffe://t/b".into()];
+        full.route = Some("r".into());
+        full.method = Some("GET".into());
+        full.path = Some("/x".into());
+        full.mcp_tool = Some("tool".into());
+        full.status = Some(403);
+        full.reasons = vec!["no".into(), "never".into()];
+        full.policy_revision = Some("abc".into());
+        full.latency_ms = Some(1.234_567_8);
+        full.credential = Some("c".into());
+        full.credential_id = Some("id".into());
+        full.provider = Some("static".into());
+        full.cause = Some("why".into());
+        full.approval_id = Some("ap".into());
+        full.approver = Some("me".into());
+        let full = full
+            .with_detail("token", json!("s3cr3t"))
+            .with_detail("z", json!({"b": [1, 2.5, null], "a": true}));
+        let sparse = crate::AuditEvent::new("policy.reloaded");
+        for ev in [full, sparse] {
+            let (prev, seq) = (GENESIS_HASH, 7u64);
+            let mut rec = ev.clone().into_record().unwrap();
+            let Value::Object(m) = &mut rec else { unreachable!() };
+            m.insert("seq".into(), json!(seq));
+            m.insert("prev_hash".into(), json!(prev));
+            let want_hash = record_hash(prev, &rec);
+            let Value::Object(m) = &mut rec else { unreachable!() };
+            m.insert("hash".into(), json!(want_hash));
+            let mut norm = ev;
+            norm.normalise();
+            let (hash, line) = chain_event(prev, seq, &norm);
+            assert_eq!(hash, want_hash);
+            assert_eq!(String::from_utf8(line).unwrap(), String::from_utf8(canonical_json(&rec)).unwrap());
         }
     }
 

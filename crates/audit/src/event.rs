@@ -236,6 +236,7 @@ impl AuditEvent {
 
     /// The record as the writer stores it (before `seq`/`prev_hash`/`hash`): long
     /// texts cut, latency rounded, secret-looking `detail` keys redacted.
+    #[cfg(test)]
     pub(crate) fn into_record(self) -> Result<Value, crate::AuditError> {
         let mut e = self;
         e.task = e.task.map(|t| cut(t, MAX_TEXT));
@@ -248,6 +249,84 @@ impl AuditEvent {
             scrub(d);
         }
         serde_json::to_value(&e).map_err(|err| crate::AuditError::Encode(err.to_string()))
+    }
+}
+
+/// One member of a record, borrowed for the canonical writer.
+pub(crate) enum Field<'a> {
+    Str(&'a str),
+    Strs(&'a [String]),
+    U64(u64),
+    F64(f64),
+    Json(&'a Value),
+}
+
+impl AuditEvent {
+    /// Normalise in place as [`AuditEvent::into_record`] does (cut texts, round latency,
+    /// redact `detail`), for the canonical writer.
+    pub(crate) fn normalise(&mut self) {
+        if let Some(t) = self.task.take() {
+            self.task = Some(cut(t, MAX_TEXT));
+        }
+        if let Some(t) = self.intent_summary.take() {
+            self.intent_summary = Some(cut(t, MAX_TEXT));
+        }
+        self.latency_ms = self
+            .latency_ms
+            .filter(|l| l.is_finite())
+            .map(|l| (l * 1000.0).round() / 1000.0);
+        if let Some(d) = &mut self.detail {
+            scrub(d);
+        }
+    }
+
+    /// The record's members (as serde would serialize them: `None` and empty lists
+    /// omitted), plus `seq` and `prev_hash`, in canonical (byte-wise sorted) key order.
+    pub(crate) fn members<'a>(&'a self, seq: u64, prev_hash: &'a str) -> Vec<(&'static str, Field<'a>)> {
+        let mut m: Vec<(&'static str, Field<'a>)> = Vec::with_capacity(26);
+        let mut opt = |k: &'static str, v: &'a Option<String>| {
+            if let Some(v) = v {
+                m.push((k, Field::Str(v)));
+            }
+        };
+        opt("approval_id", &self.approval_id);
+        opt("approver", &self.approver);
+        opt("cause", &self.cause);
+        opt("credential", &self.credential);
+        opt("credential_id", &self.credential_id);
+        opt("decision", &self.decision);
+        opt("intent_summary", &self.intent_summary);
+        opt("mcp_tool", &self.mcp_tool);
+        opt("method", &self.method);
+        opt("path", &self.path);
+        opt("policy_revision", &self.policy_revision);
+        opt("provider", &self.provider);
+        opt("request_id", &self.request_id);
+        opt("route", &self.route);
+        opt("session_id", &self.session_id);
+        opt("spiffe_id", &self.spiffe_id);
+        opt("task", &self.task);
+        m.push(("event", Field::Str(&self.event)));
+        m.push(("time", Field::Str(&self.time)));
+        m.push(("prev_hash", Field::Str(prev_hash)));
+        m.push(("seq", Field::U64(seq)));
+        if !self.delegation_chain.is_empty() {
+            m.push(("delegation_chain", Field::Strs(&self.delegation_chain)));
+        }
+        if !self.reasons.is_empty() {
+            m.push(("reasons", Field::Strs(&self.reasons)));
+        }
+        if let Some(s) = self.status {
+            m.push(("status", Field::U64(u64::from(s))));
+        }
+        if let Some(l) = self.latency_ms {
+            m.push(("latency_ms", Field::F64(l)));
+        }
+        if let Some(d) = &self.detail {
+            m.push(("detail", Field::Json(d)));
+        }
+        m.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        m
     }
 }
 

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::chain::{chain_line, GENESIS_HASH};
+use crate::chain::{chain_event, GENESIS_HASH};
 use crate::event::{kind, AuditEvent};
 use crate::verify::{check_line, MAX_LINE};
 use crate::AuditError;
@@ -290,14 +290,10 @@ struct Writer {
 impl Writer {
     /// Chain `ev` and append its line to the pending buffer.
     fn append(&mut self, ev: AuditEvent) -> Result<(), AuditError> {
-        let mut rec = ev.into_record()?;
+        let mut ev = ev;
+        ev.normalise();
         let seq = self.seq + 1;
-        let Value::Object(m) = &mut rec else {
-            return Err(AuditError::Encode("record is not an object".into()));
-        };
-        m.insert("seq".into(), json!(seq));
-        m.insert("prev_hash".into(), json!(self.last_hash));
-        let (hash, line) = chain_line(&self.last_hash, m);
+        let (hash, line) = chain_event(&self.last_hash, seq, &ev);
         if line.len() >= MAX_LINE {
             return Err(AuditError::Encode(format!(
                 "record of {} bytes exceeds the line limit",

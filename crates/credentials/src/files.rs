@@ -1,19 +1,33 @@
-//! Secret files that are re-read when they change (mtime or length).
+//! Secret files that are re-read when they change (mtime or length; looked at no more
+//! often than every 100 ms).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use zeroize::Zeroizing;
 
 use crate::{CredentialError, Secret};
 
+/// How long a cached value is used without looking at the file again. Bounds the
+/// `stat` calls on the request path to a few per second; a rotated secret is picked up
+/// at most this much later.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// A cached value and the file stamp (mtime, length) it was read at.
+struct Cached {
+    modified: Option<SystemTime>,
+    len: u64,
+    checked: Instant,
+    secret: Secret,
+}
+
 /// A file holding one secret; trailing `\n` / `\r\n` trimmed; cached until its
-/// mtime or length changes.
+/// mtime or length changes (looked at no more often than every [`RECHECK`]).
 pub(crate) struct WatchedFile {
     path: PathBuf,
     what: &'static str,
-    cache: Mutex<Option<(Option<SystemTime>, u64, Secret)>>,
+    cache: Mutex<Option<Cached>>,
 }
 
 impl WatchedFile {
@@ -39,12 +53,20 @@ impl WatchedFile {
 
     /// The current value (re-read when the file changed). An empty file is an error.
     pub(crate) fn read(&self) -> Result<Secret, CredentialError> {
+        if let Ok(guard) = self.cache.lock() {
+            if let Some(c) = guard.as_ref() {
+                if c.checked.elapsed() < RECHECK {
+                    return Ok(c.secret.clone());
+                }
+            }
+        }
         let meta = std::fs::metadata(&self.path).map_err(|e| self.err(e.kind().to_string()))?;
         let stamp = (meta.modified().ok(), meta.len());
-        if let Ok(guard) = self.cache.lock() {
-            if let Some((m, l, s)) = guard.as_ref() {
-                if (*m, *l) == stamp {
-                    return Ok(s.clone());
+        if let Ok(mut guard) = self.cache.lock() {
+            if let Some(c) = guard.as_mut() {
+                if (c.modified, c.len) == stamp {
+                    c.checked = Instant::now();
+                    return Ok(c.secret.clone());
                 }
             }
         }
@@ -58,7 +80,12 @@ impl WatchedFile {
         }
         let secret = Secret::new(trimmed.to_string());
         if let Ok(mut guard) = self.cache.lock() {
-            *guard = Some((stamp.0, stamp.1, secret.clone()));
+            *guard = Some(Cached {
+                modified: stamp.0,
+                len: stamp.1,
+                checked: Instant::now(),
+                secret: secret.clone(),
+            });
         }
         Ok(secret)
     }

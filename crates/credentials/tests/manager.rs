@@ -44,16 +44,19 @@ async fn static_value_injected_and_file_change_picked_up() {
     assert_eq!(lease.id(), "static:legacy");
     assert!(!format!("{lease:?}").contains(STATIC_VALUE));
 
-    // Rotate the file (different length): the next per-call credential sees it.
+    // Rotate the file (different length): a per-call credential issued after the
+    // recheck interval (100 ms) sees it.
     std::fs::write(&path, "rotated-value-99\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let lease = mgr
         .acquire("legacy", &ctx(None, Duration::from_secs(10)))
         .await
         .unwrap();
     assert_eq!(lease.header().1.to_str().unwrap(), "rotated-value-99");
 
-    // Missing file: error, fail closed.
+    // Missing file (noticed within the recheck interval): error, fail closed.
     std::fs::remove_file(&path).unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let err = mgr
         .acquire("legacy", &ctx(Some("s"), Duration::from_secs(10)))
         .await
