@@ -28,6 +28,9 @@ const POOL_MAX: usize = 64;
 /// lifts the VM's small default (25,000) so that large policies are not cut off by it.
 const MAX_INSTRUCTIONS: usize = 50_000_000;
 
+/// Instructions between two checks of the evaluation deadline.
+const TIMER_CHECK_INSTRUCTIONS: u32 = 512;
+
 /// A compiled program, its data, and idle VMs ready to run it.
 pub(crate) struct CompiledEngine {
     program: Arc<Program>,
@@ -80,7 +83,13 @@ impl CompiledEngine {
         vm.set_data(self.data.clone()).map_err(|e| e.to_string())?;
         vm.set_max_instructions(MAX_INSTRUCTIONS);
         vm.set_strict_builtin_errors(true);
-        vm.set_execution_timer_config(Some(self.timer));
+        // One clock read per TIMER_CHECK_INSTRUCTIONS instructions (well under a
+        // microsecond of work each), not per 32 as the interpreter's work units.
+        vm.set_execution_timer_config(Some(ExecutionTimerConfig {
+            check_interval: std::num::NonZeroU32::new(TIMER_CHECK_INSTRUCTIONS)
+                .unwrap_or(self.timer.check_interval),
+            ..self.timer
+        }));
         Ok(vm)
     }
 
