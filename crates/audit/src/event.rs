@@ -118,12 +118,31 @@ pub struct AuditEvent {
 
 /// The current time as RFC 3339 UTC with exactly three fractional digits.
 pub fn now_rfc3339_ms() -> String {
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time::OffsetDateTime::now_utc()
-        .format(&fmt)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
+    use std::cell::RefCell;
+    use std::fmt::Write as _;
+    // The `YYYY-MM-DDTHH:MM:SS` part changes once a second: format it once per second
+    // (per thread) and append the milliseconds.
+    thread_local! {
+        static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let unix = now.unix_timestamp();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != unix {
+            let fmt = time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second]"
+            );
+            match now.format(&fmt) {
+                Ok(s) => *cached = (unix, s),
+                Err(_) => return "1970-01-01T00:00:00.000Z".to_owned(),
+            }
+        }
+        let mut out = String::with_capacity(24);
+        out.push_str(&cached.1);
+        let _ = write!(out, ".{:03}Z", now.millisecond());
+        out
+    })
 }
 
 impl AuditEvent {
