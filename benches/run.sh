@@ -291,6 +291,13 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 if [[ "${QUICK:-0}" == 1 ]]; then
   # QUICK=1: the keep-alive comparison only, printed, no report written (for iterating).
+  # QUICK_NOKA=1 adds the no-keep-alive comparison.
+  if [[ "${QUICK_NOKA:-0}" == 1 ]]; then
+    for r in $(seq 1 "$ROUNDS"); do
+      run_case no-keepalive envoy "$r" "$EURL" "$NOKA_DURATION" start_envoy --disable-keepalive "${TLS_ARGS[@]}"
+      run_case no-keepalive chaperone "$r" "$CURL_" "$NOKA_DURATION" start_chaperone --disable-keepalive "${TLS_ARGS[@]}"
+    done
+  fi
   cat "$RESULTS"
   exit 0
 fi
