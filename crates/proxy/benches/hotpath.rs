@@ -76,7 +76,7 @@ fn call_input(session: Option<&Session>, route: &Value, path: &str, route_path: 
         &attributes(),
     );
     let session_value = match session {
-        Some(s) => input::json(s.policy_view(now)),
+        Some(s) => input::session_value(s, now),
         None => Value::Null,
     };
     let env = Environment {
@@ -155,6 +155,9 @@ fn bench_policy(c: &mut Criterion) {
     });
     g.bench_function("session_policy_view_to_value", |b| {
         b.iter(|| input::json(session.policy_view(SystemTime::now())))
+    });
+    g.bench_function("session_value_cached", |b| {
+        b.iter(|| input::session_value(&session, SystemTime::now()))
     });
     let pre_harmless = call_input(None, &harmless, "/status/health", "/health");
     g.bench_function("eval_call/no_session", |b| {

@@ -25,6 +25,65 @@ pub fn json(v: serde_json::Value) -> Value {
     Value::from(v)
 }
 
+/// The fields of `input.session` that never change for a session, as policy values.
+struct SessionStatic {
+    id: Value,
+    task: Value,
+    intent: Value,
+    scopes: Value,
+    created_at: Value,
+    expires_at: Value,
+    delegation_chain: Value,
+}
+
+/// `input.session` for a live session: equal to `json(s.policy_view(now))`, but the
+/// fixed fields are converted once per session (kept in `Session::derived`) and only
+/// `stats` is built per call.
+pub fn session_value(s: &chaperone_sessions::Session, now: std::time::SystemTime) -> Value {
+    let cached = s.derived.get_or_init(|| {
+        std::sync::Arc::new(SessionStatic {
+            id: Value::from(s.id.as_str()),
+            task: Value::from(s.task.as_str()),
+            intent: json(s.intent.clone()),
+            scopes: str_array(s.scopes.iter().map(String::as_str)),
+            created_at: Value::from(chaperone_sessions::rfc3339(s.created_at)),
+            expires_at: Value::from(chaperone_sessions::rfc3339(s.expires_at)),
+            delegation_chain: str_array(s.delegation_chain.iter().map(String::as_str)),
+        })
+    });
+    let Some(st) = cached.downcast_ref::<SessionStatic>() else {
+        // Another consumer's type in the slot: build the view the slow way.
+        return json(s.policy_view(now));
+    };
+    let stats = s.stats(now);
+    let mut routes = BTreeMap::new();
+    for (k, v) in &stats.routes {
+        routes.insert(Value::from(k.as_str()), Value::from(*v));
+    }
+    obj([
+        ("id", st.id.clone()),
+        ("task", st.task.clone()),
+        ("intent", st.intent.clone()),
+        ("scopes", st.scopes.clone()),
+        ("created_at", st.created_at.clone()),
+        ("expires_at", st.expires_at.clone()),
+        ("delegation_chain", st.delegation_chain.clone()),
+        (
+            "stats",
+            obj([
+                ("requests", Value::from(stats.requests)),
+                ("denied", Value::from(stats.denied)),
+                ("routes", Value::from(routes)),
+                (
+                    "data_domains",
+                    str_array(stats.data_domains.iter().map(String::as_str)),
+                ),
+                ("requests_last_minute", Value::from(stats.requests_last_minute)),
+            ]),
+        ),
+    ])
+}
+
 /// `input.route`.
 pub fn route_value(r: &Route) -> Value {
     obj([
@@ -111,4 +170,36 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     let dt = time::OffsetDateTime::from(t);
     dt.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use chaperone_sessions::{InMemorySessionStore, NewSession, SessionStore};
+    use std::time::{Duration, SystemTime};
+
+    /// The cached per-session input equals the policy view converted from JSON, before
+    /// and after calls change the stats, and for every call after the first.
+    #[test]
+    fn session_value_equals_the_policy_view() {
+        let store = InMemorySessionStore::new();
+        let (s, _) = store
+            .create(NewSession {
+                spiffe_id: "spiffe://t/ns/a/sa/b".into(),
+                task: "refund \"order\" 1".into(),
+                intent: serde_json::json!({"summary": "x", "tools": ["a", {"n": 1}]}),
+                scopes: vec!["b:read".into(), "a:write".into()],
+                ttl: Duration::from_secs(60),
+                parent: None,
+            })
+            .unwrap();
+        let now = SystemTime::now();
+        assert_eq!(session_value(&s, now), json(s.policy_view(now)));
+        store.record_call(&s, "orders", Some("billing"), true, now);
+        store.record_call(&s, "kb", None, false, now);
+        let later = now + Duration::from_secs(2);
+        assert_eq!(session_value(&s, later), json(s.policy_view(later)));
+        assert_eq!(session_value(&s, later), session_value(&s, later));
+    }
 }

@@ -392,7 +392,7 @@ async fn decide_and_forward(
 
     // 9. decision ----------------------------------------------------------------------
     let session_value = match &session {
-        Some(s) => input::json(s.policy_view(now)),
+        Some(s) => input::session_value(s, now),
         None => Value::Null,
     };
     let env_value = input::environment_value(&cfg.environment, &input::rfc3339(now));

@@ -169,6 +169,9 @@ pub struct Session {
     pub depth: u32,
     pub(crate) token_digest: TokenDigest,
     pub(crate) state: Mutex<State>,
+    /// A slot for a consumer's derived, immutable view of this session (the proxy keeps
+    /// the per-session part of the policy input here, built once). Never a secret.
+    pub derived: std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -212,6 +215,7 @@ impl Session {
             delegation_chain,
             depth,
             token_digest,
+            derived: std::sync::OnceLock::new(),
             state: Mutex::new(State {
                 stats: Stats::new(),
                 ended: None,
