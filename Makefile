@@ -38,9 +38,14 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## Side-by-side load benchmark against Envoy, plus criterion micro-benchmarks.
+## Side-by-side load benchmark against Envoy, then the criterion micro-benchmarks
+## (SKIP_MICRO=1 skips those). Results: benches/results/latest.md, target/criterion/.
 bench:
 	benches/run.sh
+	@if [ "$(SKIP_MICRO)" != 1 ]; then \
+		$(CARGO) bench --locked -p chaperone-proxy --bench hotpath && \
+		$(CARGO) bench --locked -p chaperone-policy --bench policy_scaling; \
+	fi
 
 ## Python and system dependencies for the tests (what .ci/run installs).
 deps:

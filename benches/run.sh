@@ -7,7 +7,7 @@
 # script starts is killed on exit (trap). Results: benches/results/latest.md (+ raw JSON).
 #
 # Knobs (env): DURATION (default 10s), CONNS (32), ROUNDS (2: A B A B), PROXY_CPU (0),
-# LOAD_CPU (1), SKIP_MICRO=1 to skip the criterion summary, QUICK=1 for the keep-alive
+# LOAD_CPU (1), QUICK=1 for the keep-alive
 # comparison only (printed, no report), PERF=chaperone|envoy to
 # record a perf profile of that proxy during its runs.
 set -euo pipefail

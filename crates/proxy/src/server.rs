@@ -175,12 +175,17 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Running, ProxyErro
     // The policy in force from the start, so every later record's revision is anchored.
     let mut ev = AuditEvent::new("policy.reloaded");
     ev.decision = Some("loaded".into());
-    ev.detail =
-        Some(serde_json::json!({"initial": true, "files": sc.policy.current().files().len()}));
+    let current = sc.policy.current();
+    ev.detail = Some(serde_json::json!({
+        "initial": true,
+        "files": current.files().len(),
+        "engine": current.engine_kind(),
+        "engine_fallback": current.engine_fallback(),
+    }));
     ev.policy_revision = Some(sc.policy.current().revision().to_owned());
     sc.audit(ev);
     sc.set_ready();
-    tracing::info!(%agent_addr, %admin_addr, revision = %sc.policy.current().revision(), "chaperone sidecar ready");
+    tracing::info!(%agent_addr, %admin_addr, revision = %sc.policy.current().revision(), engine = sc.policy.current().engine_kind(), "chaperone sidecar ready");
     Ok(Running {
         agent_addr,
         admin_addr,

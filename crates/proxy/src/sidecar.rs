@@ -156,7 +156,12 @@ impl Sidecar {
                 self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
                 ev.policy_revision = Some(revision.clone());
                 ev.decision = Some("ok".into());
-                ev.detail = Some(serde_json::json!({"previous_revision": previous_revision}));
+                let current = self.policy.current();
+                ev.detail = Some(serde_json::json!({
+                    "previous_revision": previous_revision,
+                    "engine": current.engine_kind(),
+                    "engine_fallback": current.engine_fallback(),
+                }));
                 self.audit(ev);
                 tracing::info!(%revision, "policy reloaded");
                 self.drift_check().await;
