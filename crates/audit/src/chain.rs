@@ -106,11 +106,7 @@ pub fn record_hash(prev_hash: &str, record_without_hash: &Value) -> String {
 /// JSON tree): returns `(hash, line)` where `hash` is [`record_hash`] of the record with
 /// `seq` and `prev_hash` and `line` is [`canonical_json`] of it with `hash` added.
 /// `ev` must be normalised (see `AuditEvent::normalise`).
-pub(crate) fn chain_event(
-    prev_hash: &str,
-    seq: u64,
-    ev: &crate::AuditEvent,
-) -> (String, Vec<u8>) {
+pub(crate) fn chain_event(prev_hash: &str, seq: u64, ev: &crate::AuditEvent) -> (String, Vec<u8>) {
     use crate::event::Field;
     let members = ev.members(seq, prev_hash);
     let split = members.partition_point(|(k, _)| k.as_bytes() < b"hash".as_slice());
@@ -217,17 +213,24 @@ mod tests {
         for ev in [full, sparse] {
             let (prev, seq) = (GENESIS_HASH, 7u64);
             let mut rec = ev.clone().into_record().unwrap();
-            let Value::Object(m) = &mut rec else { unreachable!() };
+            let Value::Object(m) = &mut rec else {
+                unreachable!()
+            };
             m.insert("seq".into(), json!(seq));
             m.insert("prev_hash".into(), json!(prev));
             let want_hash = record_hash(prev, &rec);
-            let Value::Object(m) = &mut rec else { unreachable!() };
+            let Value::Object(m) = &mut rec else {
+                unreachable!()
+            };
             m.insert("hash".into(), json!(want_hash));
             let mut norm = ev;
             norm.normalise();
             let (hash, line) = chain_event(prev, seq, &norm);
             assert_eq!(hash, want_hash);
-            assert_eq!(String::from_utf8(line).unwrap(), String::from_utf8(canonical_json(&rec)).unwrap());
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                String::from_utf8(canonical_json(&rec)).unwrap()
+            );
         }
     }
 

@@ -130,9 +130,8 @@ pub fn now_rfc3339_ms() -> String {
     SECOND.with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != unix {
-            let fmt = time::macros::format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second]"
-            );
+            let fmt =
+                time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
             match now.format(&fmt) {
                 Ok(s) => *cached = (unix, s),
                 Err(_) => return "1970-01-01T00:00:00.000Z".to_owned(),
@@ -301,7 +300,11 @@ impl AuditEvent {
 
     /// The record's members (as serde would serialize them: `None` and empty lists
     /// omitted), plus `seq` and `prev_hash`, in canonical (byte-wise sorted) key order.
-    pub(crate) fn members<'a>(&'a self, seq: u64, prev_hash: &'a str) -> Vec<(&'static str, Field<'a>)> {
+    pub(crate) fn members<'a>(
+        &'a self,
+        seq: u64,
+        prev_hash: &'a str,
+    ) -> Vec<(&'static str, Field<'a>)> {
         let mut m: Vec<(&'static str, Field<'a>)> = Vec::with_capacity(26);
         let mut opt = |k: &'static str, v: &'a Option<String>| {
             if let Some(v) = v {

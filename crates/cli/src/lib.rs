@@ -154,8 +154,9 @@ fn init_logging(format: LogFormat, level: Option<&str>, default: &str) {
 }
 
 /// Builds the tokio runtime. A multi-thread runtime takes its worker count from
-/// `CHAPERONE_WORKER_THREADS` (a positive integer; unset means one per core); an
-/// invalid value is an error rather than a silent default.
+/// `CHAPERONE_WORKER_THREADS` (a positive integer; unset means one per core; `1` builds
+/// the current-thread scheduler, which does the same job cheaper); an invalid value is
+/// an error rather than a silent default.
 fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
     if multi {
         let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -163,7 +164,11 @@ fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
             Ok(v) => match v.trim().parse::<usize>() {
                 // One worker: the current-thread scheduler does the same job without the
                 // work-stealing machinery (no cross-thread wake-ups, no shared queues).
-                Ok(1) => return tokio::runtime::Builder::new_current_thread().enable_all().build(),
+                Ok(1) => {
+                    return tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                }
                 Ok(n) if n >= 2 => {
                     b.worker_threads(n);
                 }
@@ -368,7 +373,9 @@ fn check(path: &std::path::Path) -> Result<ExitCode, String> {
                 set.engine_kind()
             );
             if let Some(why) = set.engine_fallback() {
-                println!("policy: warning: not compiled ({why}); calls are decided by the interpreter");
+                println!(
+                    "policy: warning: not compiled ({why}); calls are decided by the interpreter"
+                );
             }
         }
         Err(e) => {

@@ -33,8 +33,8 @@ pub use handle::{PolicyHandle, PolicyWatcher, ReloadOutcome};
 pub use regorus::Value;
 pub use report::{eval_report, is_session_input, EvalReport, Explanation};
 pub use set::{
-    Decision, EngineChoice, PolicyOptions, PolicySet, SessionDecision, AUTHZ_PACKAGE, DEFAULT_EVAL_TIMEOUT,
-    SESSION_PACKAGE,
+    Decision, EngineChoice, PolicyOptions, PolicySet, SessionDecision, AUTHZ_PACKAGE,
+    DEFAULT_EVAL_TIMEOUT, SESSION_PACKAGE,
 };
 pub use testrun::{run_tests, TestSummary};
 pub use value::{json_to_value, parse_duration};

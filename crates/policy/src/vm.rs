@@ -12,11 +12,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use regorus::languages::rego::compiler::Compiler;
-use regorus::unstable::{Expr, Literal, Query, Rule, RuleHead};
-use regorus::CompiledPolicy;
 use regorus::rvm::program::Program;
 use regorus::rvm::RegoVM;
+use regorus::unstable::{Expr, Literal, Query, Rule, RuleHead};
 use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::CompiledPolicy;
 use regorus::{Engine, Value};
 
 use crate::set::{AUTHZ_ENTRY, SESSION_ENTRY};
@@ -215,8 +215,12 @@ fn constant(e: &Expr) -> Option<String> {
             | Expr::Number { .. }
             | Expr::Bool { .. }
             | Expr::Null { .. } => true,
-            Expr::Array { items, .. } | Expr::Set { items, .. } => items.iter().all(|i| is_const(i)),
-            Expr::Object { fields, .. } => fields.iter().all(|(_, k, v)| is_const(k) && is_const(v)),
+            Expr::Array { items, .. } | Expr::Set { items, .. } => {
+                items.iter().all(|i| is_const(i))
+            }
+            Expr::Object { fields, .. } => {
+                fields.iter().all(|(_, k, v)| is_const(k) && is_const(v))
+            }
             _ => false,
         }
     }
@@ -268,7 +272,9 @@ fn expr_iterates(e: &Expr) -> bool {
             matches!(&**index, Expr::Var { .. }) || expr_iterates(refr) || expr_iterates(index)
         }
         Expr::RefDot { refr, .. } => expr_iterates(refr),
-        Expr::Array { items, .. } | Expr::Set { items, .. } => items.iter().any(|i| expr_iterates(i)),
+        Expr::Array { items, .. } | Expr::Set { items, .. } => {
+            items.iter().any(|i| expr_iterates(i))
+        }
         Expr::Object { fields, .. } => fields
             .iter()
             .any(|(_, k, v)| expr_iterates(k) || expr_iterates(v)),

@@ -475,7 +475,12 @@ fn compiled_engine_matches_interpreter_on_example_library() {
     let interp = set.with_interpreter();
     assert_eq!(interp.engine_kind(), "interpreter");
 
-    let kinds = [json!({"kind": "support"}), json!({"kind": "code"}), json!({}), json!({"kind": "support", "external": true})];
+    let kinds = [
+        json!({"kind": "support"}),
+        json!({"kind": "code"}),
+        json!({}),
+        json!({"kind": "support", "external": true}),
+    ];
     let routes = [
         json!({"name": "kb", "labels": {"sensitivity": "low", "data_domain": "support"}}),
         json!({"name": "orders-api", "labels": {"sensitivity": "high", "data_domain": "billing", "action": "write"}}),
@@ -506,7 +511,11 @@ fn compiled_engine_matches_interpreter_on_example_library() {
         json!({"method": "POST", "mcp": {"method": "tools/call", "tool": "create_refund", "arguments": {"amount": 5000}}}),
         json!({"method": "POST", "mcp": {"method": "tools/list", "tool": null, "arguments": {}}}),
     ];
-    let times = ["2026-11-30T10:00:00Z", "2026-12-05T03:00:00Z", "2026-12-01T17:59:59Z"];
+    let times = [
+        "2026-11-30T10:00:00Z",
+        "2026-12-05T03:00:00Z",
+        "2026-12-01T17:59:59Z",
+    ];
     let mut checked = 0;
     let mut permitted = 0;
     for (ki, kind) in kinds.iter().enumerate() {
@@ -543,7 +552,10 @@ fn compiled_engine_matches_interpreter_on_example_library() {
         }
     }
     // The sample must exercise both outcomes, or it proves nothing.
-    assert!(permitted > 10 && permitted < checked - 10, "{permitted}/{checked} permitted");
+    assert!(
+        permitted > 10 && permitted < checked - 10,
+        "{permitted}/{checked} permitted"
+    );
 }
 
 /// Policies where a complete rule or function could produce two values are decided by the
@@ -560,7 +572,12 @@ fn conflict_capable_policies_fall_back_to_the_interpreter() {
     for src in risky {
         let set = set_of(src);
         assert_eq!(set.engine_kind(), "interpreter", "{src}");
-        assert!(set.engine_fallback().unwrap_or_default().contains("conflicting"), "{src}");
+        assert!(
+            set.engine_fallback()
+                .unwrap_or_default()
+                .contains("conflicting"),
+            "{src}"
+        );
         let d = set.eval_call(json_to_value(&json!({"x": true})));
         assert!(!d.permitted() && d.error.is_some(), "{src}: {d:?}");
     }
@@ -573,17 +590,33 @@ fn conflict_capable_policies_fall_back_to_the_interpreter() {
     ];
     for src in safe {
         let set = set_of(src);
-        assert_eq!(set.engine_kind(), "compiled", "{src}: {:?}", set.engine_fallback());
+        assert_eq!(
+            set.engine_kind(),
+            "compiled",
+            "{src}: {:?}",
+            set.engine_fallback()
+        );
         let v = json_to_value(&json!({"x": true, "s": ["a"]}));
-        assert_eq!(set.eval_call(v.clone()), set.with_interpreter().eval_call(v), "{src}");
+        assert_eq!(
+            set.eval_call(v.clone()),
+            set.with_interpreter().eval_call(v),
+            "{src}"
+        );
     }
     // And `policy.engine: interpreter` is honoured.
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "p.rego", "package chaperone.authz\nallow := true\n");
+    write(
+        dir.path(),
+        "p.rego",
+        "package chaperone.authz\nallow := true\n",
+    );
     let opts = PolicyOptions {
         engine: chaperone_policy::EngineChoice::Interpreter,
         ..Default::default()
     };
     let set = PolicySet::load_with(&[dir.path().to_path_buf()], &opts).unwrap();
-    assert_eq!((set.engine_kind(), set.engine_fallback()), ("interpreter", None));
+    assert_eq!(
+        (set.engine_kind(), set.engine_fallback()),
+        ("interpreter", None)
+    );
 }

@@ -78,7 +78,10 @@ pub fn session_value(s: &chaperone_sessions::Session, now: std::time::SystemTime
                     "data_domains",
                     str_array(stats.data_domains.iter().map(String::as_str)),
                 ),
-                ("requests_last_minute", Value::from(stats.requests_last_minute)),
+                (
+                    "requests_last_minute",
+                    Value::from(stats.requests_last_minute),
+                ),
             ]),
         ),
     ])
