@@ -52,7 +52,8 @@ def main():
       f"{a.conns} connections; {a.duration} per run (no-keep-alive runs shorter); "
       f"{a.rounds} rounds alternating A B A B; medians reported.")
     w(f"- Envoy {a.envoy} `--concurrency 1`; chaperone release build, `CHAPERONE_WORKER_THREADS=1`, "
-      f"`--log-level warn`, audit log to a file; load generator {a.oha}.")
+      f"`--log-level warn`, `policy.engine: {os.environ.get('ENGINE', 'compiled')}` (except the "
+      f"`keepalive-interpreter` case), audit log to a file; load generator {a.oha}.")
     w("- Every request is mTLS from the agent SVID (`--cert/--key/--cacert`); the proxy injects "
       "`authorization: Bearer <static>` and forwards to the same HTTP/1.1 upstream. chaperone also "
       "runs the full pipeline: SVID identity, route, Rego decision over the example library, "
@@ -61,7 +62,7 @@ def main():
     w("## Results (medians)\n")
     w("| case | proxy | runs | rps | p50 ms | p99 ms | idle RSS MB | peak RSS MB (VmHWM) | non-2xx | errors |")
     w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    order = ["direct", "keepalive", "http2", "no-keepalive", "keepalive-loginfo", "session-jwt", "sessions10k"]
+    order = ["direct", "keepalive", "http2", "no-keepalive", "keepalive-loginfo", "keepalive-interpreter", "session-jwt", "sessions10k"]
     for case in order:
         for proxy in ["upstream", "envoy", "chaperone"]:
             rs = g(case, proxy)
@@ -116,6 +117,12 @@ def main():
         w("")
         w(f"Logging cost: RUST_LOG=info (one line per request) {med(li, 'rps'):.0f} rps vs warn "
           f"{med(ka, 'rps'):.0f} rps ({(med(li, 'rps') / med(ka, 'rps') - 1) * 100:+.1f} %).")
+    ip, ek = g("keepalive-interpreter", "chaperone"), g("keepalive", "envoy")
+    if ip and ek:
+        w("")
+        w(f"Default policy engine (`policy.engine: interpreter`, strict on runtime errors): "
+          f"{med(ip, 'rps'):.0f} rps, p99 {med(ip, 'p99_ms'):.3f} ms = "
+          f"{med(ip, 'rps') / med(ek, 'rps'):.2f} x Envoy's rps.")
     w("")
     w("## Every run\n")
     w("| " + " | ".join(COLS) + " |")

@@ -24,6 +24,9 @@ TD=bench.chaperone.local
 AGENT_ID="spiffe://$TD/ns/default/sa/agent"
 STATIC_TOKEN="bench-static-token-0123456789"
 P_UP=18480 P_ENVOY=18481 P_CHAP=18482 P_ADMIN=18483
+# Policy engine of the chaperone runs (`compiled` by default here; one extra case
+# measures the interpreter, chaperone's default `policy.engine`).
+export ENGINE="${ENGINE:-compiled}"
 
 OUT="$ROOT/benches/results"
 mkdir -p "$OUT/raw"
@@ -116,6 +119,7 @@ credentials:
     inject: {header: authorization, value: "Bearer {token}"}
 policy:
   paths: [$WORK/policies]
+  engine: $ENGINE
 sessions:
   default_ttl: 15m
   max_ttl: 1h
@@ -205,8 +209,8 @@ start_envoy() {
     --log-level warning
   wait_port "$P_ENVOY"
 }
-start_chaperone() { # log level
-  start_bg chaperone env CHAPERONE_WORKER_THREADS=1 "$CHAP" run --config "$WORK/chaperone.yaml" \
+start_chaperone() { # log level, config file
+  start_bg chaperone env CHAPERONE_WORKER_THREADS=1 "$CHAP" run --config "${2:-$WORK/chaperone.yaml}" \
     --log-level "${1:-warn}"
   wait_port "$P_CHAP"
 }
@@ -311,6 +315,10 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 # Logging cost: the same keep-alive case with the per-request info line enabled.
 run_case keepalive-loginfo chaperone 1 "$CURL_" "$DURATION" start_chaperone_info "${TLS_ARGS[@]}"
+# The default policy engine (the strict interpreter) on the same keep-alive case.
+sed 's/^  engine: .*/  engine: interpreter/' "$WORK/chaperone.yaml" >"$WORK/chaperone-interpreter.yaml"
+start_chaperone_interp() { start_chaperone warn "$WORK/chaperone-interpreter.yaml"; }
+run_case keepalive-interpreter chaperone 1 "$CURL_" "$DURATION" start_chaperone_interp "${TLS_ARGS[@]}"
 
 # Session + minted JWT (one JWT per session, reused; the session's calls are decided
 # with input.session and accounted in its stats).

@@ -23,6 +23,18 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
     out
 }
 
+/// `[a,b,...]` with each item written by `item`.
+fn write_list<T>(items: &[T], out: &mut Vec<u8>, item: impl Fn(&T, &mut Vec<u8>)) {
+    out.push(b'[');
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        item(x, out);
+    }
+    out.push(b']');
+}
+
 fn write(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
@@ -30,16 +42,7 @@ fn write(v: &Value, out: &mut Vec<u8>) {
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
         Value::String(s) => write_str(s, out),
-        Value::Array(a) => {
-            out.push(b'[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write(x, out);
-            }
-            out.push(b']');
-        }
+        Value::Array(a) => write_list(a, out, write),
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
@@ -119,16 +122,7 @@ pub(crate) fn chain_event(prev_hash: &str, seq: u64, ev: &crate::AuditEvent) -> 
             out.push(b':');
             match v {
                 Field::Str(s) => write_str(s, out),
-                Field::Strs(list) => {
-                    out.push(b'[');
-                    for (j, s) in list.iter().enumerate() {
-                        if j > 0 {
-                            out.push(b',');
-                        }
-                        write_str(s, out);
-                    }
-                    out.push(b']');
-                }
+                Field::Strs(list) => write_list(list, out, |s, o| write_str(s, o)),
                 Field::U64(n) => out.extend_from_slice(n.to_string().as_bytes()),
                 Field::F64(f) => match serde_json::Number::from_f64(*f) {
                     Some(n) => out.extend_from_slice(n.to_string().as_bytes()),

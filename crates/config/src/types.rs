@@ -292,18 +292,19 @@ pub struct PolicyConfig {
     pub reload: Duration,
     /// Upper bound for one evaluation. Default 100ms.
     pub timeout: Duration,
-    /// Evaluator for decisions. Default `compiled`.
+    /// Evaluator for decisions. Default `interpreter`.
     pub engine: PolicyEngine,
 }
 
 /// `policy.engine`: which regorus evaluator decides calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyEngine {
-    /// Policies compiled to regorus's register VM (falls back to the interpreter, with a
-    /// warning, when a construct is not supported by the compiler).
-    Compiled,
-    /// The tree-walking interpreter.
+    /// The tree-walking interpreter (default): strict, any runtime error denies.
     Interpreter,
+    /// Policies compiled to regorus's register VM: faster, but a runtime error inside a
+    /// rule body makes that body undefined (falls back to the interpreter, with a
+    /// warning, when a construct is unsupported or a rule could conflict).
+    Compiled,
 }
 
 /// `sessions` section.

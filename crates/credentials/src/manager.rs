@@ -232,6 +232,18 @@ impl Lease {
         self.per_call.is_some()
     }
 
+    /// Whether releasing this lease does anything at a provider: a per-call credential
+    /// that must be revoked (Vault, OAuth2). A session's credential, or a per-call one
+    /// whose revocation is forgetting (static, JWT), can be dropped as soon as its header
+    /// is injected.
+    pub fn needs_release(&self) -> bool {
+        self.per_call.is_some()
+            && self
+                .held
+                .as_ref()
+                .is_some_and(|h| !matches!(h.issued.revocation, RevocationHandle::Forget))
+    }
+
     /// Done with the call: a per-call credential is revoked in the background.
     pub fn release(mut self) {
         self.finish();

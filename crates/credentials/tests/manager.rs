@@ -43,6 +43,8 @@ async fn static_value_injected_and_file_change_picked_up() {
     assert!(value.is_sensitive());
     assert_eq!(lease.id(), "static:legacy");
     assert!(!format!("{lease:?}").contains(STATIC_VALUE));
+    // A static secret has nothing to revoke: the per-call lease need not be held.
+    assert!(lease.is_per_call() && !lease.needs_release());
 
     // Rotate the file (different length): a per-call credential issued after the
     // recheck interval (100 ms) sees it.

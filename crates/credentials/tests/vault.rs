@@ -160,7 +160,7 @@ async fn per_call_token_is_revoked_on_release_and_shutdown_revokes_sessions() {
         .acquire("kv", &ctx(None, Duration::from_secs(60)))
         .await
         .unwrap();
-    assert!(lease.is_per_call());
+    assert!(lease.is_per_call() && lease.needs_release());
     let token = token_of(&lease);
     let (st, body) = lookup_self(&bao, &token);
     assert_eq!(st, 200);

@@ -71,12 +71,16 @@ pub const DEFAULT_EVAL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Which evaluator decides calls (config `policy.engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EngineChoice {
-    /// Compile the policies to regorus's register VM; if the compiler does not support a
-    /// construct the set uses the interpreter and says why ([`PolicySet::engine_fallback`]).
+    /// The tree-walking interpreter (the default): strict, any runtime error anywhere in
+    /// the evaluation denies.
     #[default]
-    Compiled,
-    /// Always use the tree-walking interpreter (the reference implementation).
     Interpreter,
+    /// Compile the policies to regorus's register VM (about 8x faster). Its semantics are
+    /// lenient: a runtime error inside a rule body makes that body undefined, which can
+    /// drop a `deny` reason. If the compiler does not support a construct, or a rule
+    /// could produce conflicting values, the set uses the interpreter and says why
+    /// ([`PolicySet::engine_fallback`]).
+    Compiled,
 }
 
 /// Options for loading a [`PolicySet`].
@@ -92,7 +96,7 @@ impl Default for PolicyOptions {
     fn default() -> Self {
         Self {
             eval_timeout: DEFAULT_EVAL_TIMEOUT,
-            engine: EngineChoice::Compiled,
+            engine: EngineChoice::Interpreter,
         }
     }
 }

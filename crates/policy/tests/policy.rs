@@ -175,6 +175,17 @@ fn set_of(src: &str) -> PolicySet {
     PolicySet::load(&[dir.path().to_path_buf()]).unwrap()
 }
 
+/// The same, asking for the compiled engine (`policy.engine: compiled`).
+fn compiled_set_of(src: &str) -> PolicySet {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.rego", src);
+    let opts = PolicyOptions {
+        engine: chaperone_policy::EngineChoice::Compiled,
+        ..Default::default()
+    };
+    PolicySet::load_with(&[dir.path().to_path_buf()], &opts).unwrap()
+}
+
 #[test]
 fn wrong_types_and_errors_fail_closed() {
     let cases = [
@@ -208,16 +219,16 @@ fn wrong_types_and_errors_fail_closed() {
         ),
     ];
     for (src, want) in cases {
-        let set = set_of(src);
         let input = json_to_value(&json!({"x": true, "zero": 0}));
-        // The interpreter reports every one of these as an error.
-        let d = set.with_interpreter().eval_call(input.clone());
+        // The default engine (the interpreter) reports every one of these as an error.
+        let d = set_of(src).eval_call(input.clone());
         assert!(!d.allow && !d.permitted(), "{src}: {d:?}");
         let e = d.error.clone().unwrap_or_default();
         assert!(e.contains(want), "{src}: {e}");
-        // The default engine denies all of them too. Type errors in the rules we read are
+        // The compiled engine denies all of them too. Type errors in the rules we read are
         // errors in both engines; conflicts make the set fall back to the interpreter; a
-        // runtime error inside a rule body makes that body undefined (OPA's semantics).
+        // runtime error inside a rule body makes that body undefined.
+        let set = compiled_set_of(src);
         let d = set.eval_call(input);
         assert!(!d.allow && !d.permitted(), "{src}: {d:?}");
         if want != "policy evaluation failed" || set.engine_kind() == "interpreter" {
@@ -470,7 +481,11 @@ fn decision_latency_report() {
 #[test]
 fn compiled_engine_matches_interpreter_on_example_library() {
     let lib = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies");
-    let set = PolicySet::load(&[lib]).unwrap();
+    let opts = PolicyOptions {
+        engine: chaperone_policy::EngineChoice::Compiled,
+        ..Default::default()
+    };
+    let set = PolicySet::load_with(&[lib], &opts).unwrap();
     assert_eq!(set.engine_kind(), "compiled", "{:?}", set.engine_fallback());
     let interp = set.with_interpreter();
     assert_eq!(interp.engine_kind(), "interpreter");
@@ -570,7 +585,7 @@ fn conflict_capable_policies_fall_back_to_the_interpreter() {
         "package chaperone.authz\nm[k] := 1 if { some k in [\"a\"] }\nm[k] := 2 if { k := \"a\" }\nallow if m.a\n",
     ];
     for src in risky {
-        let set = set_of(src);
+        let set = compiled_set_of(src);
         assert_eq!(set.engine_kind(), "interpreter", "{src}");
         assert!(
             set.engine_fallback()
@@ -589,7 +604,7 @@ fn conflict_capable_policies_fall_back_to_the_interpreter() {
         "package chaperone.authz\nallow := true\nscopes := [s | some s in input.s]\n",
     ];
     for src in safe {
-        let set = set_of(src);
+        let set = compiled_set_of(src);
         assert_eq!(
             set.engine_kind(),
             "compiled",
@@ -603,20 +618,31 @@ fn conflict_capable_policies_fall_back_to_the_interpreter() {
             "{src}"
         );
     }
-    // And `policy.engine: interpreter` is honoured.
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "p.rego",
-        "package chaperone.authz\nallow := true\n",
-    );
-    let opts = PolicyOptions {
-        engine: chaperone_policy::EngineChoice::Interpreter,
-        ..Default::default()
-    };
-    let set = PolicySet::load_with(&[dir.path().to_path_buf()], &opts).unwrap();
+    // And the default is the interpreter, with no fallback to report.
+    let set = set_of("package chaperone.authz\nallow := true\n");
     assert_eq!(
         (set.engine_kind(), set.engine_fallback()),
         ("interpreter", None)
+    );
+}
+
+/// Why the interpreter is the default: a runtime error inside a `deny` body. The
+/// interpreter denies with the error; the compiled engine makes that body undefined, so
+/// the reason is lost and the call is permitted (the fail-open this knob opts into).
+#[test]
+fn compiled_engine_drops_a_deny_whose_body_errors() {
+    let src = "package chaperone.authz\nallow := true\ndeny contains sprintf(\"bad path %q\", [p]) if {\n\tp := input.path\n\tnot startswith(p, \"/tmp/\")\n}\n";
+    let input = json_to_value(&json!({"path": ["/etc"]}));
+    let strict = set_of(src).eval_call(input.clone());
+    assert!(!strict.permitted() && strict.error.is_some(), "{strict:?}");
+    let lenient = compiled_set_of(src);
+    assert_eq!(lenient.engine_kind(), "compiled");
+    let d = lenient.eval_call(input);
+    assert!(d.permitted() && d.deny.is_empty(), "{d:?}");
+    // With a string the two agree.
+    let input = json_to_value(&json!({"path": "/etc"}));
+    assert_eq!(
+        lenient.eval_call(input.clone()),
+        set_of(src).eval_call(input)
     );
 }

@@ -911,9 +911,10 @@ async fn forward(
         }
         _ => body::incoming(rbody),
     };
-    // Per-call credentials (no session) live until the response body is done.
+    // Per-call credentials that must be revoked (no session) live until the response
+    // body is done; the others are dropped (and zeroised) here.
     let body = match lease {
-        Some(l) if session.is_none() => crate::body_guard::guard(body, l),
+        Some(l) if session.is_none() && l.needs_release() => crate::body_guard::guard(body, l),
         _ => body,
     };
     Ok(Response::from_parts(rparts, body))
