@@ -23,15 +23,24 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
     out
 }
 
-/// `[a,b,...]` with each item written by `item`.
-fn write_list<T>(items: &[T], out: &mut Vec<u8>, item: impl Fn(&T, &mut Vec<u8>)) {
-    out.push(b'[');
-    for (i, x) in items.iter().enumerate() {
+/// `a,b,...`: each item written by `item`, comma-separated.
+fn write_joined<T>(
+    items: impl IntoIterator<Item = T>,
+    out: &mut Vec<u8>,
+    mut item: impl FnMut(T, &mut Vec<u8>),
+) {
+    for (i, x) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         item(x, out);
     }
+}
+
+/// `[a,b,...]`.
+fn write_list<T>(items: &[T], out: &mut Vec<u8>, item: impl FnMut(&T, &mut Vec<u8>)) {
+    out.push(b'[');
+    write_joined(items, out, item);
     out.push(b']');
 }
 
@@ -47,16 +56,13 @@ fn write(v: &Value, out: &mut Vec<u8>) {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
             out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
+            write_joined(keys, out, |k, out| {
                 write_str(k, out);
                 out.push(b':');
                 if let Some(x) = m.get(k) {
                     write(x, out);
                 }
-            }
+            });
             out.push(b'}');
         }
     }
@@ -114,10 +120,7 @@ pub(crate) fn chain_event(prev_hash: &str, seq: u64, ev: &crate::AuditEvent) -> 
     let members = ev.members(seq, prev_hash);
     let split = members.partition_point(|(k, _)| k.as_bytes() < b"hash".as_slice());
     let write_members = |ms: &[(&'static str, Field<'_>)], out: &mut Vec<u8>| {
-        for (i, (k, v)) in ms.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
+        write_joined(ms, out, |(k, v), out| {
             write_str(k, out);
             out.push(b':');
             match v {
@@ -130,7 +133,7 @@ pub(crate) fn chain_event(prev_hash: &str, seq: u64, ev: &crate::AuditEvent) -> 
                 },
                 Field::Json(j) => write(j, out),
             }
-        }
+        });
     };
     let mut head = Vec::with_capacity(384);
     let mut tail = Vec::with_capacity(384);

@@ -257,15 +257,7 @@ impl AuditEvent {
     #[cfg(test)]
     pub(crate) fn into_record(self) -> Result<Value, crate::AuditError> {
         let mut e = self;
-        e.task = e.task.map(|t| cut(t, MAX_TEXT));
-        e.intent_summary = e.intent_summary.map(|t| cut(t, MAX_TEXT));
-        e.latency_ms = e
-            .latency_ms
-            .filter(|l| l.is_finite())
-            .map(|l| (l * 1000.0).round() / 1000.0);
-        if let Some(d) = &mut e.detail {
-            scrub(d);
-        }
+        e.normalise();
         serde_json::to_value(&e).map_err(|err| crate::AuditError::Encode(err.to_string()))
     }
 }
@@ -280,8 +272,8 @@ pub(crate) enum Field<'a> {
 }
 
 impl AuditEvent {
-    /// Normalise in place as [`AuditEvent::into_record`] does (cut texts, round latency,
-    /// redact `detail`), for the canonical writer.
+    /// Normalise in place before writing: long texts cut, latency rounded to 3 decimals,
+    /// secret-looking `detail` keys redacted.
     pub(crate) fn normalise(&mut self) {
         if let Some(t) = self.task.take() {
             self.task = Some(cut(t, MAX_TEXT));

@@ -227,7 +227,7 @@ impl AuditLog {
         if let Some(from) = &continued {
             started = started.with_detail("continued_from", json!(from));
         }
-        w.append(started)?;
+        w.append(&mut started)?;
         let written = w.commit(true).map_err(|source| AuditError::Io {
             path: w.sink.path(),
             source,
@@ -291,11 +291,10 @@ struct Writer {
 
 impl Writer {
     /// Chain `ev` and append its line to the pending buffer.
-    fn append(&mut self, ev: AuditEvent) -> Result<(), AuditError> {
-        let mut ev = ev;
+    fn append(&mut self, ev: &mut AuditEvent) -> Result<(), AuditError> {
         ev.normalise();
         let seq = self.seq + 1;
-        let (hash, line) = chain_event(&self.last_hash, seq, &ev);
+        let (hash, line) = chain_event(&self.last_hash, seq, ev);
         if line.len() >= MAX_LINE {
             return Err(AuditError::Encode(format!(
                 "record of {} bytes exceeds the line limit",
@@ -425,8 +424,9 @@ impl Writer {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         tracing::info!(file = %rotated.display(), seq = self.seq, hash = %self.last_hash, "audit log rotated");
-        let header = AuditEvent::new(kind::AUDIT_ROTATED).with_detail("previous_file", json!(name));
-        if let Err(e) = self.append(header) {
+        let mut header =
+            AuditEvent::new(kind::AUDIT_ROTATED).with_detail("previous_file", json!(name));
+        if let Err(e) = self.append(&mut header) {
             tracing::error!(error = %e, "audit rotation header could not be encoded");
             return Ok(0);
         }
@@ -619,17 +619,14 @@ async fn run(
         let mut events = 0usize;
         for m in msgs.drain(..) {
             match m {
-                Msg::Event(ev) => {
+                Msg::Event(mut ev) => {
                     events += 1;
                     if w.pending.len() >= MAX_PENDING_BYTES {
                         shared.dropped.fetch_add(1, Ordering::Relaxed);
                         w.dropped_pending += 1;
-                    } else {
-                        let kind = ev.event.clone();
-                        if let Err(e) = w.append(*ev) {
-                            shared.dropped.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(error = %e, event = %kind, "audit record dropped");
-                        }
+                    } else if let Err(e) = w.append(&mut ev) {
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, event = %ev.event, "audit record dropped");
                     }
                 }
                 Msg::Flush(tx) => waiters.push(tx),

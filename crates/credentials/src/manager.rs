@@ -250,13 +250,13 @@ impl Lease {
     }
 
     fn finish(&mut self) {
+        // Nothing to call at a provider (static secret, minted JWT): the per-call copy is
+        // simply dropped (and zeroised) with the lease; no revocation task, no
+        // `credential.revoked` record (request.decided carries the credential id).
+        if !self.needs_release() {
+            return;
+        }
         if let (Some(pc), Some(held)) = (self.per_call.take(), self.held.take()) {
-            // Nothing to call at a provider (static secret, minted JWT): the per-call copy
-            // is simply dropped (and zeroised) here; no revocation task, no
-            // `credential.revoked` record (request.decided carries the credential id).
-            if matches!(held.issued.revocation, RevocationHandle::Forget) {
-                return;
-            }
             pc.shared
                 .spawn_revoke(&pc.handle, held, "call_complete".into());
         }

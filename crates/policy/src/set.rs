@@ -282,6 +282,13 @@ pub(crate) fn load_engine(
 
 /// Compile (analyze) the engine and collect its rule list.
 pub(crate) fn compile(engine: &mut Engine) -> Result<Vec<(String, String)>, PolicyError> {
+    compile_policy(engine).map(|(rules, _)| rules)
+}
+
+/// [`compile`], also returning the compiled policy (the input of the VM compiler).
+pub(crate) fn compile_policy(
+    engine: &mut Engine,
+) -> Result<(Vec<(String, String)>, regorus::CompiledPolicy), PolicyError> {
     let entry: regorus::Rc<str> = AUTHZ_ENTRY.into();
     let compiled = engine
         .compile_with_entrypoint(&entry)
@@ -299,7 +306,7 @@ pub(crate) fn compile(engine: &mut Engine) -> Result<Vec<(String, String)>, Poli
         })
         .collect();
     rules.sort();
-    Ok(rules)
+    Ok((rules, compiled))
 }
 
 impl PolicySet {
@@ -318,10 +325,10 @@ impl PolicySet {
             files,
             revision,
         } = load_engine(paths, false, opts)?;
-        let rules = compile(&mut engine)?;
+        let (rules, policy) = compile_policy(&mut engine)?;
         let (compiled, fallback) = match opts.engine {
             EngineChoice::Interpreter => (None, None),
-            EngineChoice::Compiled => match CompiledEngine::build(&engine, data, timer) {
+            EngineChoice::Compiled => match CompiledEngine::build(&policy, data, timer) {
                 Ok(c) => (Some(Arc::new(c)), None),
                 Err(e) => {
                     tracing::warn!(

@@ -17,7 +17,7 @@ use regorus::rvm::RegoVM;
 use regorus::unstable::{Expr, Literal, Query, Rule, RuleHead};
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::CompiledPolicy;
-use regorus::{Engine, Value};
+use regorus::Value;
 
 use crate::set::{AUTHZ_ENTRY, SESSION_ENTRY};
 
@@ -48,22 +48,17 @@ impl std::fmt::Debug for CompiledEngine {
 }
 
 impl CompiledEngine {
-    /// Compile the engine's policies (both decision entry points) to a program. The
+    /// Compile the analysed policy (both decision entry points) to a program. The
     /// error is the compiler's message (an unsupported construct, with its location).
     pub(crate) fn build(
-        engine: &Engine,
+        policy: &CompiledPolicy,
         data: Value,
         timer: ExecutionTimerConfig,
     ) -> Result<Self, String> {
-        let mut engine = engine.clone();
-        let entry: regorus::Rc<str> = AUTHZ_ENTRY.into();
-        let policy = engine
-            .compile_with_entrypoint(&entry)
-            .map_err(|e| e.to_string())?;
-        if let Some(risk) = conflict_risks(&policy).into_iter().next() {
+        if let Some(risk) = conflict_risks(policy).into_iter().next() {
             return Err(risk);
         }
-        let program = Compiler::compile_from_policy(&policy, &[AUTHZ_ENTRY, SESSION_ENTRY])
+        let program = Compiler::compile_from_policy(policy, &[AUTHZ_ENTRY, SESSION_ENTRY])
             .map_err(|e| e.to_string())?;
         let compiled = Self {
             program,
