@@ -292,19 +292,19 @@ pub struct PolicyConfig {
     pub reload: Duration,
     /// Upper bound for one evaluation. Default 100ms.
     pub timeout: Duration,
-    /// Evaluator for decisions. Default `interpreter`.
+    /// Evaluator for decisions. Default `compiled`.
     pub engine: PolicyEngine,
 }
 
 /// `policy.engine`: which regorus evaluator decides calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyEngine {
-    /// The tree-walking interpreter (default): strict, any runtime error denies.
-    Interpreter,
-    /// Policies compiled to regorus's register VM: faster, but a runtime error inside a
-    /// rule body makes that body undefined (falls back to the interpreter, with a
-    /// warning, when a construct is unsupported or a rule could conflict).
+    /// Policies compiled to regorus's register VM (default): ≈ 8x faster, equally strict
+    /// (any runtime error denies); falls back to the interpreter, with a warning, when a
+    /// construct is unsupported or a rule could produce conflicting values.
     Compiled,
+    /// regorus's tree-walking interpreter, the reference evaluator.
+    Interpreter,
 }
 
 /// `sessions` section.

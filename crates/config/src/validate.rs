@@ -1020,8 +1020,8 @@ fn policy(ctx: &mut Ctx<'_>, v: Option<Value>) -> Option<PolicyConfig> {
         reload,
         timeout,
         engine: match raw.engine {
-            Some(RawPolicyEngine::Compiled) => PolicyEngine::Compiled,
-            Some(RawPolicyEngine::Interpreter) | None => PolicyEngine::Interpreter,
+            Some(RawPolicyEngine::Compiled) | None => PolicyEngine::Compiled,
+            Some(RawPolicyEngine::Interpreter) => PolicyEngine::Interpreter,
         },
     })
 }

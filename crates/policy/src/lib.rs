@@ -21,6 +21,7 @@
 
 mod error;
 mod handle;
+mod harden;
 mod load;
 mod report;
 mod set;

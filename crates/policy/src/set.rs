@@ -71,15 +71,14 @@ pub const DEFAULT_EVAL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Which evaluator decides calls (config `policy.engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EngineChoice {
-    /// The tree-walking interpreter (the default): strict, any runtime error anywhere in
-    /// the evaluation denies.
-    #[default]
+    /// regorus's tree-walking interpreter: the reference evaluator (tests, `--explain`).
     Interpreter,
-    /// Compile the policies to regorus's register VM (about 8x faster). Its semantics are
-    /// lenient: a runtime error inside a rule body makes that body undefined, which can
-    /// drop a `deny` reason. If the compiler does not support a construct, or a rule
-    /// could produce conflicting values, the set uses the interpreter and says why
+    /// The default: the policies compiled to regorus's register VM (about 8x faster),
+    /// hardened so that any runtime error denies, as in the interpreter (see
+    /// `harden.rs`). If the compiler does not support a construct, or a rule could
+    /// produce conflicting values, the set uses the interpreter and says why
     /// ([`PolicySet::engine_fallback`]).
+    #[default]
     Compiled,
 }
 
@@ -96,7 +95,7 @@ impl Default for PolicyOptions {
     fn default() -> Self {
         Self {
             eval_timeout: DEFAULT_EVAL_TIMEOUT,
-            engine: EngineChoice::Interpreter,
+            engine: EngineChoice::Compiled,
         }
     }
 }

@@ -13,12 +13,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::program::Program;
-use regorus::rvm::RegoVM;
+use regorus::rvm::{Instruction, RegoVM};
 use regorus::unstable::{Expr, Literal, Query, Rule, RuleHead};
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::CompiledPolicy;
 use regorus::Value;
 
+use crate::harden::{clear_runtime_error, harden, take_runtime_error};
 use crate::set::{AUTHZ_ENTRY, SESSION_ENTRY};
 
 /// VMs kept for reuse. One per concurrently evaluating worker is enough; more are dropped.
@@ -34,6 +35,8 @@ const TIMER_CHECK_INSTRUCTIONS: u32 = 512;
 /// A compiled program, its data, and idle VMs ready to run it.
 pub(crate) struct CompiledEngine {
     program: Arc<Program>,
+    /// Policy file of each source index in the program's instruction spans.
+    source_files: Vec<Option<String>>,
     data: Value,
     timer: ExecutionTimerConfig,
     pool: Mutex<Vec<RegoVM>>,
@@ -60,8 +63,15 @@ impl CompiledEngine {
         }
         let program = Compiler::compile_from_policy(policy, &[AUTHZ_ENTRY, SESSION_ENTRY])
             .map_err(|e| e.to_string())?;
+        // Every runtime error must abort the evaluation, as in the interpreter.
+        let mut program = Arc::unwrap_or_clone(program);
+        harden(&mut program)?;
+        let source_files = source_files(&program, policy);
+        slim_rule_infos(&mut program);
+        let program = Arc::new(program);
         let compiled = Self {
             program,
+            source_files,
             data,
             timer,
             pool: Mutex::new(Vec::new()),
@@ -77,7 +87,11 @@ impl CompiledEngine {
         vm.load_program(self.program.clone());
         vm.set_data(self.data.clone()).map_err(|e| e.to_string())?;
         vm.set_max_instructions(MAX_INSTRUCTIONS);
-        vm.set_strict_builtin_errors(true);
+        // Lenient on purpose: the hardened program's builtins are strict themselves and
+        // abort on error; lenient mode only makes comparisons across types use Rego's
+        // total order (as the interpreter does) instead of raising an error the VM would
+        // swallow. See `harden`.
+        vm.set_strict_builtin_errors(false);
         // One clock read per TIMER_CHECK_INSTRUCTIONS instructions (well under a
         // microsecond of work each), not per 32 as the interpreter's work units.
         vm.set_execution_timer_config(Some(ExecutionTimerConfig {
@@ -107,18 +121,128 @@ impl CompiledEngine {
             None => self.fresh_vm()?,
         };
         vm.set_input(input);
+        clear_runtime_error();
         let result = vm.execute_entry_point_by_name(entry);
         // Never keep one call's input (it carries the session) in an idle VM.
         vm.set_input(Value::Undefined);
-        match result {
-            Ok(v) => {
+        // A runtime error recorded by the hardened program is the evaluation's error,
+        // whatever the VM made of it (it propagates today; if it ever did not, the
+        // result would still not be used).
+        match (result, take_runtime_error()) {
+            (Ok(v), None) => {
                 self.release(vm);
                 Ok(v)
             }
             // A VM that failed midway is dropped rather than trusted again.
-            Err(e) => Err(e.to_string()),
+            (Ok(_), Some(runtime)) => Err(runtime),
+            (Err(_), Some(runtime)) => Err(self.locate(vm.get_pc(), &runtime)),
+            (Err(e), None) => Err(e.to_string()),
         }
     }
+
+    /// A builtin's error message, pointed at the policy source of the call that raised
+    /// it (the builtin itself only knows a placeholder location), in the interpreter's
+    /// layout.
+    fn locate(&self, pc: usize, message: &str) -> String {
+        // The VM stops at the failing instruction; only a builtin call can raise one.
+        if !matches!(
+            self.program.instructions.get(pc),
+            Some(Instruction::BuiltinCall { .. })
+        ) {
+            return message.to_owned();
+        }
+        let what = message
+            .rsplit_once("error: ")
+            .map_or(message, |(_, what)| what);
+        let Some(span) = self
+            .program
+            .instruction_spans
+            .get(pc)
+            .and_then(Option::as_ref)
+        else {
+            return message.to_owned();
+        };
+        let Some(name) = self
+            .source_files
+            .get(span.source_index)
+            .and_then(Option::as_ref)
+        else {
+            return message.to_owned();
+        };
+        let text = self
+            .program
+            .sources
+            .iter()
+            .find(|f| f.name == *name)
+            .and_then(|f| f.content.lines().nth(span.line.saturating_sub(1)))
+            .unwrap_or_default();
+        let line = span.line.to_string();
+        let pad = " ".repeat(line.len());
+        let caret = " ".repeat(span.column.saturating_sub(1));
+        format!(
+            "\n--> {}:{}:{}\n{pad} |\n{line} | {text}\n{pad} | {caret}^\nerror: {what}",
+            name, span.line, span.column
+        )
+    }
+}
+
+/// The VM clones a rule's `RuleInfo` on every call of the rule; drop what it never reads
+/// at run time (names, all-`None` destructuring entries, all-`false` `else` flags: a
+/// missing entry reads as `None` / `false`), so those clones allocate nothing.
+fn slim_rule_infos(program: &mut Program) {
+    for info in &mut program.rule_infos {
+        info.name = String::new();
+        if let Some(function) = &mut info.function_info {
+            function.param_names = Vec::new();
+        }
+        if info.destructuring_blocks.iter().all(Option::is_none) {
+            info.destructuring_blocks = Vec::new();
+        }
+        if info.else_bodies.iter().flatten().all(|is_else| !is_else) {
+            info.else_bodies = Vec::new();
+        }
+    }
+}
+
+/// The policy file behind each source index of the program's instruction spans. The
+/// compiler numbers sources in the order it first emits code from them, which is not the
+/// order of `program.sources`; it is recovered from the rules: a rule's definitions are
+/// compiled in order, and the first instruction of each is in that definition's file.
+/// An index with two candidate files (which would be a compiler change) maps to none.
+fn source_files(program: &Program, policy: &CompiledPolicy) -> Vec<Option<String>> {
+    let rules = policy.get_rules();
+    let mut files: Vec<Option<String>> = Vec::new();
+    let mut ambiguous = Vec::new();
+    for info in &program.rule_infos {
+        let Some(defs) = rules.get(&info.name) else {
+            continue;
+        };
+        let specs = defs.iter().filter(|r| matches!(&***r, Rule::Spec { .. }));
+        for (bodies, def) in info.definitions.iter().zip(specs) {
+            let Some(span) = bodies
+                .first()
+                .and_then(|&pc| program.instruction_spans.get(usize::try_from(pc).ok()?))
+                .and_then(Option::as_ref)
+            else {
+                continue;
+            };
+            let file = def.span().source.file().clone();
+            if files.len() <= span.source_index {
+                files.resize(span.source_index + 1, None);
+            }
+            match files.get_mut(span.source_index) {
+                Some(slot @ None) => *slot = Some(file),
+                Some(Some(known)) if *known != file => ambiguous.push(span.source_index),
+                _ => {}
+            }
+        }
+    }
+    for index in ambiguous {
+        if let Some(slot) = files.get_mut(index) {
+            *slot = None;
+        }
+    }
+    files
 }
 
 // ---------------------------------------------------------------------------------------
