@@ -120,7 +120,7 @@ def main():
     ip, ek = g("keepalive-interpreter", "chaperone"), g("keepalive", "envoy")
     if ip and ek:
         w("")
-        w(f"Default policy engine (`policy.engine: interpreter`, strict on runtime errors): "
+        w(f"Reference engine (`policy.engine: interpreter`; the default is `compiled`): "
           f"{med(ip, 'rps'):.0f} rps, p99 {med(ip, 'p99_ms'):.3f} ms = "
           f"{med(ip, 'rps') / med(ek, 'rps'):.2f} x Envoy's rps.")
     w("")

@@ -24,8 +24,8 @@ TD=bench.chaperone.local
 AGENT_ID="spiffe://$TD/ns/default/sa/agent"
 STATIC_TOKEN="bench-static-token-0123456789"
 P_UP=18480 P_ENVOY=18481 P_CHAP=18482 P_ADMIN=18483
-# Policy engine of the chaperone runs (`compiled` by default here; one extra case
-# measures the interpreter, chaperone's default `policy.engine`).
+# Policy engine of the chaperone runs (`compiled`, chaperone's default `policy.engine`;
+# one extra case measures the reference interpreter).
 export ENGINE="${ENGINE:-compiled}"
 
 OUT="$ROOT/benches/results"
@@ -66,10 +66,10 @@ if [[ ! -x "$ENVOY" ]]; then
   ENVOY="$(python3 -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')"
 fi
 CHAP="$ROOT/target/release/chaperone"
-if [[ ! -x "$CHAP" ]]; then
-  log "building chaperone (release, several minutes)"
-  cargo build --release -p chaperone-cli
-fi
+# Always through cargo: a stale binary would measure old code (a no-op when up to date;
+# a full fat-LTO build takes several minutes).
+log "building chaperone (release; several minutes unless up to date)"
+cargo build --release --locked -p chaperone-cli
 log "building the upstream (bench target of chaperone-proxy)"
 UPSTREAM="$(cargo bench -p chaperone-proxy --bench upstream --no-run 2>&1 \
   | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n1)"
@@ -315,7 +315,7 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 # Logging cost: the same keep-alive case with the per-request info line enabled.
 run_case keepalive-loginfo chaperone 1 "$CURL_" "$DURATION" start_chaperone_info "${TLS_ARGS[@]}"
-# The default policy engine (the strict interpreter) on the same keep-alive case.
+# The reference engine (`policy.engine: interpreter`) on the same keep-alive case.
 sed 's/^  engine: .*/  engine: interpreter/' "$WORK/chaperone.yaml" >"$WORK/chaperone-interpreter.yaml"
 start_chaperone_interp() { start_chaperone warn "$WORK/chaperone-interpreter.yaml"; }
 run_case keepalive-interpreter chaperone 1 "$CURL_" "$DURATION" start_chaperone_interp "${TLS_ARGS[@]}"

@@ -288,3 +288,85 @@ pub(crate) fn harden(program: &mut Program) -> Result<(), String> {
     }
     program.validate_limits()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instruction_whose_errors_cannot_be_hardened_is_refused() {
+        let mut program = Program::new();
+        program.add_instruction(
+            Instruction::Or {
+                dest: 0,
+                left: 1,
+                right: 2,
+            },
+            None,
+        );
+        let err = harden(&mut program).err().unwrap_or_default();
+        assert!(err.contains("cannot make fail closed"), "{err}");
+    }
+
+    #[test]
+    fn arithmetic_becomes_a_strict_builtin_call() {
+        let mut program = Program::new();
+        program.add_instruction(
+            Instruction::Div {
+                dest: 0,
+                left: 1,
+                right: 2,
+            },
+            None,
+        );
+        assert_eq!(harden(&mut program), Ok(()));
+        assert!(matches!(
+            program.instructions.first(),
+            Some(Instruction::BuiltinCall { params_index: 0 })
+        ));
+        let params = program.instruction_data.builtin_call_params.first();
+        assert_eq!(
+            params.map(|p| (p.dest, p.num_args, p.args[0], p.args[1])),
+            Some((0, 2, 1, 2))
+        );
+        assert_eq!(
+            program
+                .builtin_info_table
+                .first()
+                .map(|b| (b.name.as_str(), b.num_args)),
+            Some(("__chaperone.arith.div", 2))
+        );
+        assert_eq!(program.resolved_builtins.len(), 1);
+    }
+
+    #[test]
+    fn a_builtin_name_keeps_its_slot() {
+        fn one(_: &Span, _: &[Ref<Expr>], _: &[Value], _: bool) -> anyhow::Result<Value> {
+            Ok(Value::from(1))
+        }
+        let a = trampoline_for("__chaperone.test.one", one).map(|f| f as usize);
+        let b = trampoline_for("__chaperone.test.one", one).map(|f| f as usize);
+        assert!(a.is_ok());
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn errors_are_recorded_and_limits_pass_through() {
+        clear_runtime_error();
+        let limit = abort_with(anyhow::Error::new(LimitError::RegexSizeLimitExceeded {
+            limit: 1,
+        }));
+        assert!(matches!(
+            limit.downcast_ref::<LimitError>(),
+            Some(LimitError::RegexSizeLimitExceeded { limit: 1 })
+        ));
+        assert_eq!(take_runtime_error(), None);
+        let aborted = abort_with(anyhow::anyhow!("`upper` expects string argument"));
+        assert!(aborted.downcast_ref::<LimitError>().is_some());
+        assert_eq!(
+            take_runtime_error().as_deref(),
+            Some("`upper` expects string argument")
+        );
+        assert_eq!(take_runtime_error(), None);
+    }
+}
