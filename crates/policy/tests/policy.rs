@@ -568,6 +568,74 @@ fn compiled_engine_matches_interpreter_on_example_library() {
     );
 }
 
+/// The example library under inputs an agent could shape: every field it controls
+/// (method, path, query, headers, MCP method/tool/arguments, body size) takes values of
+/// every JSON type. Both engines must agree on every decision (or both fail).
+#[test]
+fn compiled_engine_matches_interpreter_on_example_library_with_agent_shaped_inputs() {
+    let lib = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    let set = PolicySet::load(&[lib]).unwrap();
+    assert_eq!(set.engine_kind(), "compiled", "{:?}", set.engine_fallback());
+    let interp = set.with_interpreter();
+    let odd = [
+        json!(null),
+        json!(true),
+        json!(7),
+        json!("x"),
+        json!(["a", 1]),
+        json!({"k": [null]}),
+    ];
+    let session = json!({"id": "s1", "task": "t", "intent": {"tools": ["kb", "get_order"]}, "scopes": ["kb:read"],
+        "created_at": "2026-12-01T10:00:00Z", "expires_at": "2026-12-01T10:10:00Z", "delegation_chain": [], "parent": null,
+        "stats": {"requests": 1, "denied": 0, "routes": {}, "data_domains": [], "requests_last_minute": 1}});
+    let (mut same, mut failed) = (0, 0);
+    for (i, v) in odd.iter().enumerate() {
+        for field in [
+            "method",
+            "path",
+            "query",
+            "headers",
+            "body_bytes",
+            "mcp.method",
+            "mcp.tool",
+            "mcp.arguments",
+            "mcp",
+        ] {
+            for sess in [json!(null), session.clone()] {
+                let mut request = json!({"method": "POST", "path": "/kb/x", "route_path": "/x", "segments": ["x"],
+                    "query": {}, "host": "", "headers": {}, "body_bytes": 3,
+                    "mcp": {"method": "tools/call", "tool": "get_order", "arguments": {"id": 1}}});
+                match field.split_once('.') {
+                    Some((_, inner)) => request["mcp"][inner] = v.clone(),
+                    None => request[field] = v.clone(),
+                }
+                let route = if i % 2 == 0 {
+                    json!({"name": "kb", "labels": {"sensitivity": "high", "data_domain": "support"}})
+                } else {
+                    json!({"name": "mcp-tools", "labels": {"data_domain": "billing"}})
+                };
+                let input = json!({
+                    "identity": {"spiffe_id": "spiffe://t.local/ns/a/sa/b", "trust_domain": "t.local",
+                                  "path": "/ns/a/sa/b", "attributes": {"kind": "support"}},
+                    "session": sess, "request": request, "route": route,
+                    "environment": {"time": "2026-12-01T10:00:00Z", "node": "n", "namespace": "a", "pod": "p"}
+                });
+                let value = json_to_value(&input);
+                let (c, i) = (set.eval_call(value.clone()), interp.eval_call(value));
+                match (&c.error, &i.error) {
+                    (None, None) => {
+                        assert_eq!(c, i, "{input}");
+                        same += 1;
+                    }
+                    (Some(_), Some(_)) => failed += 1,
+                    _ => panic!("engines disagree on failing for {input}\ncompiled: {c:?}\ninterpreter: {i:?}"),
+                }
+            }
+        }
+    }
+    assert!(same > 50, "{same} decided, {failed} failed");
+}
+
 /// Policies where a complete rule or function could produce two values are decided by the
 /// interpreter (which reports the conflict as an error); the compiled engine would make
 /// the rule undefined instead.

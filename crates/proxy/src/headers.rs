@@ -78,16 +78,23 @@ pub fn sanitize_response(headers: &mut HeaderMap) {
 pub fn policy_headers(headers: &HeaderMap) -> regorus::Value {
     let mut m = std::collections::BTreeMap::new();
     for name in headers.keys() {
-        let joined = headers
-            .get_all(name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect::<Vec<_>>()
-            .join(", ");
-        m.insert(
-            regorus::Value::from(name.as_str()),
-            regorus::Value::from(joined),
-        );
+        let all = headers.get_all(name);
+        let mut values = all.iter();
+        let single = match (values.next(), values.next()) {
+            (Some(only), None) => only.to_str().ok(),
+            _ => None,
+        };
+        let value = match single {
+            // The common case, one visible-ASCII value: no intermediate strings.
+            Some(text) => regorus::Value::from(text),
+            None => regorus::Value::from(
+                all.iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        };
+        m.insert(regorus::Value::from(name.as_str()), value);
     }
     regorus::Value::from(m)
 }
@@ -96,6 +103,24 @@ pub fn policy_headers(headers: &HeaderMap) -> regorus::Value {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn policy_headers_join_repeats_and_keep_non_ascii_readable() {
+        let mut h = HeaderMap::new();
+        h.insert("accept", HeaderValue::from_static("application/json"));
+        h.append("x-tag", HeaderValue::from_static("a"));
+        h.append("x-tag", HeaderValue::from_static("b"));
+        h.insert("x-raw", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let v = policy_headers(&h);
+        let get = |k: &str| {
+            v[&regorus::Value::from(k)]
+                .as_string()
+                .map(|s| s.to_string())
+        };
+        assert_eq!(get("accept").ok().as_deref(), Some("application/json"));
+        assert_eq!(get("x-tag").ok().as_deref(), Some("a, b"));
+        assert_eq!(get("x-raw").ok().as_deref(), Some("caf\u{fffd}"));
+    }
 
     #[test]
     fn strips_everything_spec_lists() {
