@@ -12,7 +12,9 @@
 //!     [`run_tests`].
 //! * [`PolicySet::eval_call`] / [`PolicySet::eval_session`] evaluate `data.chaperone.authz`
 //!   and `data.chaperone.session`. They never fail: any error, type error, conflict or
-//!   timeout yields a denying decision carrying the error.
+//!   timeout yields a denying decision carrying the error. By default the set is compiled
+//!   to regorus's VM bytecode (`vm.rs`) and hardened so that a runtime error inside any
+//!   rule body fails the evaluation as it does in the interpreter (`harden.rs`).
 //! * [`PolicyHandle`] holds the live set for hot reload; [`PolicyWatcher`] polls files.
 //! * [`run_tests`] backs `chaperone policy test`, [`eval_report`] backs `chaperone policy eval`.
 

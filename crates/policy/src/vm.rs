@@ -5,9 +5,12 @@
 //! engine, re-preparing its state, building `Value` trees per rule); the compiled program
 //! evaluates the example library an order of magnitude faster (see docs/performance.md).
 //!
-//! The interpreter stays the reference: `chaperone policy test`, `policy eval --explain`
-//! and any policy that uses a construct the compiler does not support (it is reported and
-//! the set falls back to the interpreter). A differential test checks both agree.
+//! Before use the program is hardened (`harden.rs`) so that no runtime error can be
+//! swallowed by the VM, and slimmed (what the VM clones per rule call but never reads is
+//! dropped). The interpreter stays the reference: `chaperone policy test`,
+//! `policy eval --explain` and any policy that uses a construct the compiler does not
+//! support or whose rules could conflict (it is reported and the set falls back to the
+//! interpreter). Differential tests check both agree.
 
 use std::sync::{Arc, Mutex, PoisonError};
 

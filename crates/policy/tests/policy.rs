@@ -186,6 +186,19 @@ fn compiled_set_of(src: &str) -> PolicySet {
     PolicySet::load_with(&[dir.path().to_path_buf()], &opts).unwrap()
 }
 
+/// `body` as package `chaperone.authz`, which must be compiled (no interpreter fallback).
+fn compiled_authz(body: &str) -> (String, PolicySet) {
+    let src = format!("package chaperone.authz\n{body}\n");
+    let set = compiled_set_of(&src);
+    assert_eq!(
+        set.engine_kind(),
+        "compiled",
+        "{src}: {:?}",
+        set.engine_fallback()
+    );
+    (src, set)
+}
+
 #[test]
 fn wrong_types_and_errors_fail_closed() {
     let cases = [
@@ -711,14 +724,7 @@ fn compiled_engine_fails_closed_on_runtime_errors() {
     let input =
         json_to_value(&json!({"path": ["/etc"], "n": "seven", "zero": 0, "paths": [1, "a"]}));
     for (body, want) in cases {
-        let src = format!("package chaperone.authz\n{body}");
-        let set = compiled_set_of(&src);
-        assert_eq!(
-            set.engine_kind(),
-            "compiled",
-            "{src}: {:?}",
-            set.engine_fallback()
-        );
+        let (src, set) = compiled_authz(body);
         let d = set.eval_call(input.clone());
         assert!(!d.permitted(), "{src}: {d:?}");
         let e = d.error.unwrap_or_default();
@@ -734,7 +740,7 @@ fn compiled_engine_fails_closed_on_runtime_errors() {
     // With well-typed input the same policies decide, identically in both engines.
     let good = json_to_value(&json!({"path": "/tmp/a", "n": 4, "zero": 2, "paths": ["a", "b"]}));
     for (body, _) in cases {
-        let set = compiled_set_of(&format!("package chaperone.authz\n{body}"));
+        let (_, set) = compiled_authz(body);
         let d = set.eval_call(good.clone());
         assert!(d.error.is_none(), "{body}: {d:?}");
         assert_eq!(d, set.with_interpreter().eval_call(good.clone()), "{body}");
@@ -792,14 +798,7 @@ fn compiled_engine_matches_interpreter_on_type_confused_inputs() {
     ];
     let (mut decided, mut failed, mut permitted, mut some_in_scalar) = (0, 0, 0, 0);
     for body in policies {
-        let src = format!("package chaperone.authz\n{body}\n");
-        let set = compiled_set_of(&src);
-        assert_eq!(
-            set.engine_kind(),
-            "compiled",
-            "{src}: {:?}",
-            set.engine_fallback()
-        );
+        let (src, set) = compiled_authz(body);
         let interp = set.with_interpreter();
         for a in &values {
             for b in &values {
