@@ -170,6 +170,8 @@ def test_validator_is_not_a_no_op(kubeval, tmp_path):
     {"trustDomain": "Bad/Domain"},
     {"policy": {"source": "existing"}},
     {"sidecar": {"unknown": True}},
+    {"policy": {"source": "chart", "engine": "fast"}},
+    {"policy": {"source": "chart", "timeout": "soon"}},
 ])
 def test_schema_rejects_bad_values(helm, values):
     with pytest.raises(Exception) as info:
@@ -319,12 +321,20 @@ def test_sidecar_config_shape(helm):
     assert cfg["tls"]["cert"] == "${CHAPERONE_SVID_CERT}"
     assert cfg["tls"]["trust_domains"] == ["${CHAPERONE_TRUST_DOMAIN}"]
     assert cfg["policy"]["paths"] == ["/etc/chaperone/policies"]
+    assert (cfg["policy"]["engine"], cfg["policy"]["timeout"]) == ("compiled", "100ms")
     assert cfg["routes"][0]["name"] == "orders-api"
     assert cfg["credentials"]["orders-token"]["provider"] == "jwt"
     assert injector_config(manifests)["sidecar"]["trust_domain"] == "prod.example.org"
     allowed = {"listen", "admin", "tls", "identities", "routes", "credentials", "policy", "sessions",
                "approvals", "audit", "limits", "environment"}
     assert set(cfg) <= allowed  # SPEC §2 top-level keys only (unknown keys are rejected)
+
+
+def test_policy_engine_and_timeout_values(helm):
+    values = copy.deepcopy(VALUE_SETS["routes-and-credentials"])
+    values["policy"] = {**values.get("policy", {"source": "chart"}), "engine": "interpreter", "timeout": "250ms"}
+    cfg = sidecar_config(docs(render(helm, values)), "agents")
+    assert (cfg["policy"]["engine"], cfg["policy"]["timeout"]) == ("interpreter", "250ms")
 
 
 def test_existing_policy_configmap(helm):
