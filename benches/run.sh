@@ -7,9 +7,9 @@
 # script starts is killed on exit (trap). Results: benches/results/latest.md (+ raw JSON).
 #
 # Knobs (env): DURATION (default 10s), CONNS (32), ROUNDS (2: A B A B), PROXY_CPU (0),
-# LOAD_CPU (1), QUICK=1 for the keep-alive
-# comparison only (printed, no report), PERF=chaperone|envoy to
-# record a perf profile of that proxy during its runs.
+# LOAD_CPU (1), ENGINE (compiled); for iterating: QUICK=1 (keep-alive pair only, printed,
+# no report), QUICK_NOKA=1 (adds the no-keep-alive pair), PERF=chaperone|envoy|all with
+# PERF_CMD (attach perf to that proxy during its runs). See benches/README.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

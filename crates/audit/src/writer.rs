@@ -16,10 +16,10 @@ use crate::event::{kind, AuditEvent};
 use crate::verify::{check_line, MAX_LINE};
 use crate::AuditError;
 
-/// Chained-but-unwritten bytes kept while the sink fails; beyond this, new records are
-/// dropped (and counted) without entering the chain.
 /// After writing a batch, the writer waits this long before taking the next one.
 const COALESCE: Duration = Duration::from_millis(2);
+/// Chained-but-unwritten bytes kept while the sink fails; beyond this, new records are
+/// dropped (and counted) without entering the chain.
 const MAX_PENDING_BYTES: usize = 16 << 20;
 /// Records taken from the queue per write.
 const MAX_BATCH: usize = 1024;

@@ -182,10 +182,10 @@ pub async fn start(cfg: Config, opts: StartOptions) -> Result<Running, ProxyErro
         "engine": current.engine_kind(),
         "engine_fallback": current.engine_fallback(),
     }));
-    ev.policy_revision = Some(sc.policy.current().revision().to_owned());
+    ev.policy_revision = Some(current.revision().to_owned());
     sc.audit(ev);
     sc.set_ready();
-    tracing::info!(%agent_addr, %admin_addr, revision = %sc.policy.current().revision(), engine = sc.policy.current().engine_kind(), "chaperone sidecar ready");
+    tracing::info!(%agent_addr, %admin_addr, revision = %current.revision(), engine = current.engine_kind(), "chaperone sidecar ready");
     Ok(Running {
         agent_addr,
         admin_addr,
