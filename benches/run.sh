@@ -259,6 +259,7 @@ run_case() { # case proxy round url dur start_fn [oha args...]
   local idle; idle="$(kb "$pid" VmRSS)"
   # Where the idle memory is (anonymous vs the binary's file pages), for docs/performance.md.
   cp "/proc/$pid/smaps_rollup" "$OUT/raw/smaps-$case-$proxy-$rnd.txt" 2>/dev/null || true
+  cp "/proc/$pid/smaps" "$OUT/raw/smaps-full-$case-$proxy-$rnd.txt" 2>/dev/null || true
   local perf_pid=""
   if [[ -n "${PERF:-}" && ( "$proxy" == "$PERF" || "$PERF" == all ) ]]; then
     # PERF=<proxy|all>: profile that proxy during its measured runs (perf.data in benches/results/raw).
