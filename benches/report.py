@@ -20,7 +20,7 @@ def main():
     ap.add_argument("tsv")
     ap.add_argument("out")
     for k in ["duration", "conns", "rounds", "live-sessions", "idle-before-sessions", "proxy-cpu",
-              "load-cpu", "envoy", "oha"]:
+              "load-cpu", "envoy", "oha", "layout"]:
         ap.add_argument("--" + k, default="?")
     a = ap.parse_args()
 
@@ -100,7 +100,7 @@ def main():
         target("keep-alive p99 <= Envoy", f"{med(c, 'p99_ms'):.3f} ms vs {med(e, 'p99_ms'):.3f} ms",
                med(c, "p99_ms") <= med(e, "p99_ms"))
         target("peak RSS under load <= 30 MB", f"{med(c, 'hwm_kb') / 1024:.1f} MB", med(c, "hwm_kb") <= 30 * 1024)
-        target("idle RSS <= 15 MB", f"{med(c, 'idle_kb') / 1024:.1f} MB (after warm-up)",
+        target("idle RSS <= 15 MB", f"{med(c, 'idle_kb') / 1024:.1f} MB (after warm-up; code layout: {a.layout})",
                med(c, "idle_kb") <= 15 * 1024)
     s = g("sessions10k", "chaperone")
     if s:

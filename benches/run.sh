@@ -364,7 +364,32 @@ log "10k sessions (live=$live): idle before ${idle0} kB, with sessions ${rss10k}
 stop_pid "$pid"
 
 # --- report ----------------------------------------------------------------------------------
+# Code layout (crates/cli/symbol-order.txt, benches/symbol-order.sh): how much of the list
+# this binary still has, and how much of its .text was resident after the warm-up.
+LAYOUT="$(python3 - "$CHAP" "$ROOT/crates/cli/symbol-order.txt" \
+  "$OUT/raw/smaps-full-keepalive-chaperone-1.txt" <<'PY' 2>/dev/null || echo '?'
+import subprocess, sys
+binary, order, smaps = sys.argv[1:4]
+names = [l.strip() for l in open(order) if l.strip() and not l.startswith("#")]
+syms = {l.split()[-1] for l in subprocess.run(["nm", binary], capture_output=True, text=True).stdout.splitlines() if l.split()}
+found = sum(n in syms for n in names)
+size = rss = 0
+cur = False
+for line in open(smaps):
+    f = line.split()
+    if len(f) >= 5 and "-" in f[0] and ":" not in f[0]:
+        cur = f[1] == "r-xp" and f[-1] == binary
+    elif cur and f[0] == "Size:":
+        size += int(f[1])
+    elif cur and f[0] == "Rss:":
+        rss += int(f[1])
+print(f"{found} of {len(names)} functions in symbol-order.txt found in this binary; "
+      f".text resident after warm-up {rss / 1024:.1f} of {size / 1024:.1f} MB")
+PY
+)"
+log "code layout: $LAYOUT"
 python3 "$ROOT/benches/report.py" "$RESULTS" "$OUT/latest.md" \
+  --layout "$LAYOUT" \
   --duration "$DURATION" --conns "$CONNS" --rounds "$ROUNDS" --live-sessions "$live" \
   --idle-before-sessions "$idle0" --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" \
   --envoy "$("$ENVOY" --version 2>/dev/null | sed -n 's/.*version: //p' | head -c 80)" \

@@ -1,8 +1,12 @@
 //! Pooled upstream clients: one hyper client per distinct upstream trust root
-//! (system roots, or a route's custom CA), shared by every route that uses it.
+//! (system roots, or a route's custom CA), shared by every route that uses it, and one
+//! for plain-HTTP upstreams, which never need a trust store. The system roots are read
+//! only when some `https://` route has no `upstream_tls.ca`: parsing the distribution's
+//! bundle costs ~15 ms at start and ~0.3 MB held for the process's lifetime
+//! (docs/performance.md, idle memory).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +20,37 @@ use crate::error::ProxyError;
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
-/// Build a rustls client config trusting `ca` (PEM file) or the system roots.
-pub fn client_tls(ca: Option<&Path>) -> Result<rustls::ClientConfig, ProxyError> {
+/// Which trust store an upstream client verifies servers against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UpstreamTrust {
+    /// `http://` upstreams: no TLS, so no trust store (an empty one, never consulted).
+    Plain,
+    /// `https://` with the system roots (`SSL_CERT_FILE`/`SSL_CERT_DIR` or the
+    /// distribution's bundle).
+    System,
+    /// `https://` with the route's own CA bundle (`upstream_tls.ca`).
+    Ca(PathBuf),
+}
+
+impl UpstreamTrust {
+    /// The trust a route's upstream needs.
+    pub fn for_route(r: &chaperone_config::Route) -> UpstreamTrust {
+        if r.upstream.scheme == "http" {
+            return UpstreamTrust::Plain;
+        }
+        match &r.upstream_ca {
+            Some(ca) => UpstreamTrust::Ca(ca.clone()),
+            None => UpstreamTrust::System,
+        }
+    }
+}
+
+/// The rustls client config for `trust`.
+fn client_tls(trust: &UpstreamTrust) -> Result<rustls::ClientConfig, ProxyError> {
     let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
+    match trust {
+        UpstreamTrust::Plain => {}
+        UpstreamTrust::Ca(path) => {
             let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
                 ProxyError::Other(format!("reading upstream CA {}: {e}", path.display()))
             })?;
@@ -33,7 +63,7 @@ pub fn client_tls(ca: Option<&Path>) -> Result<rustls::ClientConfig, ProxyError>
                 })?;
             }
         }
-        None => {
+        UpstreamTrust::System => {
             let native = rustls_native_certs::load_native_certs();
             for c in native.certs {
                 let _ = roots.add(c);
@@ -51,11 +81,11 @@ pub fn client_tls(ca: Option<&Path>) -> Result<rustls::ClientConfig, ProxyError>
 
 /// A client trusting the system roots (webhooks).
 pub fn system_client() -> Result<UpstreamClient, ProxyError> {
-    build_client(None)
+    build_client(&UpstreamTrust::System)
 }
 
-fn build_client(ca: Option<&Path>) -> Result<UpstreamClient, ProxyError> {
-    let tls = client_tls(ca)?;
+fn build_client(trust: &UpstreamTrust) -> Result<UpstreamClient, ProxyError> {
+    let tls = client_tls(trust)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -71,22 +101,21 @@ fn build_client(ca: Option<&Path>) -> Result<UpstreamClient, ProxyError> {
         .build(connector))
 }
 
-/// Clients keyed by custom CA path (`None` = system roots).
+/// Clients keyed by the trust their routes need.
 pub struct Upstreams {
-    clients: HashMap<Option<PathBuf>, UpstreamClient>,
+    clients: HashMap<UpstreamTrust, UpstreamClient>,
 }
 
 impl Upstreams {
     pub fn new(routes: &[chaperone_config::Route]) -> Result<Upstreams, ProxyError> {
         let mut clients = HashMap::new();
         for r in routes {
-            let key = r.upstream_ca.clone();
+            let key = UpstreamTrust::for_route(r);
             if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry(key) {
-                let client =
-                    build_client(slot.key().as_deref()).map_err(|e| ProxyError::Route {
-                        route: r.name.clone(),
-                        message: e.to_string(),
-                    })?;
+                let client = build_client(slot.key()).map_err(|e| ProxyError::Route {
+                    route: r.name.clone(),
+                    message: e.to_string(),
+                })?;
                 slot.insert(client);
             }
         }
@@ -94,6 +123,99 @@ impl Upstreams {
     }
 
     pub fn for_route(&self, r: &chaperone_config::Route) -> Option<&UpstreamClient> {
-        self.clients.get(&r.upstream_ca)
+        self.clients.get(&UpstreamTrust::for_route(r))
+    }
+
+    /// The trust stores built, for start-up checks and tests.
+    pub fn trusts(&self) -> impl Iterator<Item = &UpstreamTrust> {
+        self.clients.keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chaperone_config::{Protocol, Route, RouteMatch, Upstream};
+
+    fn route(name: &str, url: &str, ca: Option<&str>) -> Route {
+        let (scheme, authority) = url.split_once("://").expect("test url");
+        Route {
+            name: name.into(),
+            matcher: RouteMatch::Prefix(format!("/{name}")),
+            upstream: Upstream {
+                scheme: scheme.into(),
+                authority: authority.into(),
+                base_path: String::new(),
+                url: url.into(),
+            },
+            protocol: Protocol::Http,
+            labels: Default::default(),
+            credential: None,
+            upstream_ca: ca.map(PathBuf::from),
+            timeout: Duration::from_secs(1),
+            allow_upgrades: vec![],
+        }
+    }
+
+    fn trusts(u: &Upstreams) -> Vec<UpstreamTrust> {
+        let mut t: Vec<UpstreamTrust> = u.trusts().cloned().collect();
+        t.sort_by_key(|t| format!("{t:?}"));
+        t
+    }
+
+    #[test]
+    fn plain_http_routes_share_one_client_and_never_load_system_roots() {
+        let routes = [
+            route("a", "http://127.0.0.1:1", None),
+            route("b", "http://127.0.0.1:2", None),
+        ];
+        let u = Upstreams::new(&routes).expect("clients");
+        assert_eq!(trusts(&u), vec![UpstreamTrust::Plain]);
+        assert!(u.for_route(&routes[0]).is_some());
+        assert!(u.for_route(&routes[1]).is_some());
+    }
+
+    #[test]
+    fn https_routes_get_system_roots_or_their_own_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            chaperone_testsupport::certs::TestCa::new("upstream CA").cert_pem,
+        )
+        .expect("write ca");
+        let ca = ca.to_str().expect("utf-8 path");
+        let routes = [
+            route("plain", "http://127.0.0.1:1", None),
+            route("public", "https://api.example.com", None),
+            route("internal", "https://orders.internal", Some(ca)),
+        ];
+        let u = Upstreams::new(&routes).expect("clients");
+        assert_eq!(
+            trusts(&u),
+            vec![
+                UpstreamTrust::Ca(PathBuf::from(ca)),
+                UpstreamTrust::Plain,
+                UpstreamTrust::System
+            ]
+        );
+        for r in &routes {
+            assert!(u.for_route(r).is_some(), "{}", r.name);
+        }
+    }
+
+    #[test]
+    fn an_unreadable_route_ca_names_the_route() {
+        let routes = [route(
+            "internal",
+            "https://orders.internal",
+            Some("/nonexistent/ca.pem"),
+        )];
+        let err = Upstreams::new(&routes).err().expect("must fail");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("internal") && msg.contains("/nonexistent/ca.pem"),
+            "{msg}"
+        );
     }
 }
