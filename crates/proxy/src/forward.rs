@@ -5,7 +5,6 @@
 //! bundle costs ~15 ms at start and ~0.3 MB held for the process's lifetime
 //! (docs/performance.md, idle memory).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use crate::error::ProxyError;
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// Which trust store an upstream client verifies servers against.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamTrust {
     /// `http://` upstreams: no TLS, so no trust store (an empty one, never consulted).
     Plain,
@@ -101,34 +100,50 @@ fn build_client(trust: &UpstreamTrust) -> Result<UpstreamClient, ProxyError> {
         .build(connector))
 }
 
-/// Clients keyed by the trust their routes need.
+/// Clients keyed by the trust their routes need. A handful of entries at most (plain,
+/// system roots, one per custom CA), so a linear scan per call: no hashing of paths on
+/// the request path.
 pub struct Upstreams {
-    clients: HashMap<UpstreamTrust, UpstreamClient>,
+    clients: Vec<(UpstreamTrust, UpstreamClient)>,
 }
 
 impl Upstreams {
     pub fn new(routes: &[chaperone_config::Route]) -> Result<Upstreams, ProxyError> {
-        let mut clients = HashMap::new();
+        let mut clients: Vec<(UpstreamTrust, UpstreamClient)> = Vec::new();
         for r in routes {
             let key = UpstreamTrust::for_route(r);
-            if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry(key) {
-                let client = build_client(slot.key()).map_err(|e| ProxyError::Route {
-                    route: r.name.clone(),
-                    message: e.to_string(),
-                })?;
-                slot.insert(client);
+            if clients.iter().any(|(t, _)| *t == key) {
+                continue;
             }
+            let client = build_client(&key).map_err(|e| ProxyError::Route {
+                route: r.name.clone(),
+                message: e.to_string(),
+            })?;
+            clients.push((key, client));
         }
         Ok(Upstreams { clients })
     }
 
     pub fn for_route(&self, r: &chaperone_config::Route) -> Option<&UpstreamClient> {
-        self.clients.get(&UpstreamTrust::for_route(r))
+        self.entry_for_route(r).map(|(_, c)| c)
+    }
+
+    /// Equivalent to looking up `UpstreamTrust::for_route(r)`, without building it.
+    fn entry_for_route(
+        &self,
+        r: &chaperone_config::Route,
+    ) -> Option<&(UpstreamTrust, UpstreamClient)> {
+        let plain = r.upstream.scheme == "http";
+        self.clients.iter().find(|(t, _)| match t {
+            UpstreamTrust::Plain => plain,
+            UpstreamTrust::System => !plain && r.upstream_ca.is_none(),
+            UpstreamTrust::Ca(ca) => !plain && r.upstream_ca.as_ref() == Some(ca),
+        })
     }
 
     /// The trust stores built, for start-up checks and tests.
     pub fn trusts(&self) -> impl Iterator<Item = &UpstreamTrust> {
-        self.clients.keys()
+        self.clients.iter().map(|(t, _)| t)
     }
 }
 
@@ -171,8 +186,10 @@ mod tests {
         ];
         let u = Upstreams::new(&routes).expect("clients");
         assert_eq!(trusts(&u), vec![UpstreamTrust::Plain]);
-        assert!(u.for_route(&routes[0]).is_some());
-        assert!(u.for_route(&routes[1]).is_some());
+        for r in &routes {
+            let (trust, _) = u.entry_for_route(r).expect("a client for every route");
+            assert_eq!(*trust, UpstreamTrust::Plain);
+        }
     }
 
     #[test]
@@ -200,7 +217,8 @@ mod tests {
             ]
         );
         for r in &routes {
-            assert!(u.for_route(r).is_some(), "{}", r.name);
+            let (trust, _) = u.entry_for_route(r).expect("a client for every route");
+            assert_eq!(*trust, UpstreamTrust::for_route(r), "{}", r.name);
         }
     }
 
