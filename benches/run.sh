@@ -13,6 +13,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 cd "$ROOT"
 DURATION="${DURATION:-10s}"
 NOKA_DURATION="${NOKA_DURATION:-5s}"
@@ -85,47 +87,7 @@ printf '%s' "$STATIC_TOKEN" >"$WORK/static-token"
 cp -r "$ROOT/policies" "$WORK/policies"
 sed -i 's/max_requests_per_minute: .*/max_requests_per_minute: 1000000000/' "$WORK/policies/data.yaml"
 
-cat >"$WORK/chaperone.yaml" <<EOF
-listen: 127.0.0.1:$P_CHAP
-admin: 127.0.0.1:$P_ADMIN
-tls:
-  cert: $C/sidecar.pem
-  key: $C/sidecar_key.pem
-  bundle: $C/bundle.pem
-  trust_domains: [$TD]
-identities:
-  - match: spiffe://$TD/ns/default/sa/*
-    attributes: {kind: support, team: bench}
-routes:
-  - name: status
-    prefix: /status
-    upstream: http://127.0.0.1:$P_UP
-    labels: {harmless: true}
-    credential: static-token
-  - name: orders-api
-    prefix: /orders
-    upstream: http://127.0.0.1:$P_UP
-    labels: {sensitivity: medium, data_domain: billing}
-    credential: orders-jwt
-credentials:
-  static-token:
-    provider: static
-    file: $WORK/static-token
-    inject: {header: authorization, value: "Bearer {token}"}
-  orders-jwt:
-    provider: jwt
-    audience: https://orders.bench.internal
-    ttl: 15m
-    inject: {header: authorization, value: "Bearer {token}"}
-policy:
-  paths: [$WORK/policies]
-  engine: $ENGINE
-sessions:
-  default_ttl: 15m
-  max_ttl: 1h
-audit:
-  path: $WORK/audit.jsonl
-EOF
+write_chaperone_config "$WORK/chaperone.yaml"
 
 cat >"$WORK/envoy.yaml" <<EOF
 static_resources:
