@@ -17,7 +17,14 @@ pub struct PolicyHandle {
     current: ArcSwap<PolicySet>,
     /// Serialises reloads (watcher and SIGHUP may race).
     reload_lock: Mutex<()>,
+    /// The files' fingerprint taken just before the last load attempt read them. The
+    /// watcher compares against this, so an edit made between a load and the watcher's
+    /// first poll is still noticed (a fingerprint taken after the load would already
+    /// include it and the edit would never be applied).
+    loaded: Mutex<Fingerprint>,
 }
+
+type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
 
 impl std::fmt::Debug for PolicyHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,18 +38,38 @@ impl std::fmt::Debug for PolicyHandle {
 impl PolicyHandle {
     /// Load the initial policy from `paths`; fails if it does not compile.
     pub fn new(paths: Vec<PathBuf>, opts: PolicyOptions) -> Result<Self, PolicyError> {
+        let before = fingerprint(&paths);
         let set = PolicySet::load_with(&paths, &opts)?;
-        Ok(Self::from_set(paths, opts, set))
+        Ok(Self::with_fingerprint(paths, opts, set, before))
     }
 
-    /// Wrap an already loaded set; later reloads read `paths`.
+    /// Wrap an already loaded set; later reloads read `paths`. The files are taken to be
+    /// as they are now: prefer [`PolicyHandle::new`], which fingerprints them before
+    /// reading, so that no edit can slip between the load and the watcher.
     pub fn from_set(paths: Vec<PathBuf>, opts: PolicyOptions, set: PolicySet) -> Self {
+        let now = fingerprint(&paths);
+        Self::with_fingerprint(paths, opts, set, now)
+    }
+
+    fn with_fingerprint(
+        paths: Vec<PathBuf>,
+        opts: PolicyOptions,
+        set: PolicySet,
+        loaded: Fingerprint,
+    ) -> Self {
         Self {
             paths,
             opts,
             current: ArcSwap::from_pointee(set),
             reload_lock: Mutex::new(()),
+            loaded: Mutex::new(loaded),
         }
+    }
+
+    /// Whether the files differ from what the last load attempt read.
+    fn changed_since_load(&self) -> bool {
+        let now = fingerprint(&self.paths);
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) != now
     }
 
     /// The configured policy paths.
@@ -59,7 +86,13 @@ impl PolicyHandle {
     /// one and is returned; on error the old set stays in force and the error is returned.
     pub fn reload(&self) -> Result<Arc<PolicySet>, PolicyError> {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let set = Arc::new(PolicySet::load_with(&self.paths, &self.opts)?);
+        // Fingerprint before reading: an edit racing this load shows up as a change on
+        // the next poll (and is loaded then) instead of being recorded as seen. A failed
+        // attempt records it too, so a broken edit is reported once, not on every poll.
+        let before = fingerprint(&self.paths);
+        let loaded = PolicySet::load_with(&self.paths, &self.opts);
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = before;
+        let set = Arc::new(loaded?);
         self.current.store(set.clone());
         Ok(set)
     }
@@ -86,7 +119,7 @@ pub enum ReloadOutcome {
 
 /// Fingerprint of every relevant file: (path, mtime, size). Errors (e.g. a directory that
 /// vanished) become part of the fingerprint so that the change is noticed and reported.
-fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
     match load::discover(paths) {
         Ok(found) => found
             .into_iter()
@@ -118,12 +151,6 @@ impl PolicyWatcher {
     {
         let on_reload = Arc::new(on_reload);
         let task = tokio::spawn(async move {
-            let mut last = {
-                let h = handle.clone();
-                tokio::task::spawn_blocking(move || fingerprint(h.paths()))
-                    .await
-                    .unwrap_or_default()
-            };
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await;
@@ -131,11 +158,9 @@ impl PolicyWatcher {
                 ticker.tick().await;
                 let h = handle.clone();
                 let cb = on_reload.clone();
-                let prev = last.clone();
                 let joined = tokio::task::spawn_blocking(move || {
-                    let now = fingerprint(h.paths());
-                    if now == prev {
-                        return now;
+                    if !h.changed_since_load() {
+                        return;
                     }
                     let previous_revision = h.current().revision().to_owned();
                     let outcome = match h.reload() {
@@ -157,12 +182,10 @@ impl PolicyWatcher {
                         }
                     }
                     cb(&outcome);
-                    now
                 })
                 .await;
-                match joined {
-                    Ok(now) => last = now,
-                    Err(e) => tracing::error!(error = %e, "policy watcher poll panicked"),
+                if let Err(e) = joined {
+                    tracing::error!(error = %e, "policy watcher poll panicked");
                 }
             }
         });

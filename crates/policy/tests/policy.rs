@@ -833,3 +833,30 @@ fn compiled_engine_matches_interpreter_on_type_confused_inputs() {
         "{decided} decided ({permitted} permitted), {failed} failed"
     );
 }
+
+/// An edit made after the policy was loaded but before the watcher's first poll is
+/// applied: the watcher compares against the files as they were when they were read, not
+/// as they are when it starts (which would already include the edit and never reload it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_applies_an_edit_made_before_its_first_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.rego", ALLOW_ALL);
+    let handle = Arc::new(
+        PolicyHandle::new(vec![dir.path().to_path_buf()], PolicyOptions::default()).unwrap(),
+    );
+    let rev0 = handle.current().revision().to_owned();
+    write(
+        dir.path(),
+        "p.rego",
+        "package chaperone.authz\n# edited before the watcher started\nallow := false\n",
+    );
+    let _w = PolicyWatcher::spawn(handle.clone(), Duration::from_millis(20), |_| {});
+    for _ in 0..250 {
+        if handle.current().revision() != rev0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ne!(handle.current().revision(), rev0, "edit never applied");
+    assert!(!handle.current().eval_call(json_to_value(&json!({}))).allow);
+}
