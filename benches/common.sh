@@ -45,3 +45,14 @@ audit:
   path: $WORK/audit.jsonl
 EOF
 }
+
+# wait_port PORT [TRIES]: until 127.0.0.1:PORT accepts (TRIES x 0.1 s, default 100).
+# Uses the caller's `log`.
+wait_port() {
+  local i
+  for i in $(seq 1 "${2:-100}"); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "port $1 did not open"; return 1
+}

@@ -143,14 +143,6 @@ EOF
 
 # --- process helpers -------------------------------------------------------------------------
 SERVER_PID=""
-wait_port() { # port
-  local i
-  for i in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  log "port $1 did not open"; return 1
-}
 start_bg() { # name cmd...  (own session/process group, pinned to PROXY_CPU)
   local name="$1"; shift
   setsid taskset -c "$PROXY_CPU" "$@" >"$WORK/$name.log" 2>&1 &

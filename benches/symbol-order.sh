@@ -59,14 +59,6 @@ printf '{"order":4711}\n' >"$WORK/www/v1/orders/4711"
 
 write_chaperone_config "$WORK/chaperone.yaml"
 
-wait_port() {
-  local i
-  for i in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  log "port $1 did not open"; return 1
-}
 
 (cd "$WORK/www" && exec python3 -m http.server "$P_UP" --bind 127.0.0.1) >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
@@ -78,7 +70,7 @@ CHAPERONE_WORKER_THREADS=1 valgrind --tool=callgrind --demangle=no --dump-instr=
   "$CHAP" run --config "$WORK/chaperone.yaml" --log-level warn >"$WORK/sidecar.log" 2>&1 &
 SIDECAR=$!
 PIDS+=("$SIDECAR")
-wait_port "$P_CHAP"
+wait_port "$P_CHAP" 600  # valgrind starts slowly
 
 TLS=(--cacert "$C/ca.pem" --cert "$C/agent.pem" --key "$C/agent_key.pem")
 BASE="https://127.0.0.1:$P_CHAP"
