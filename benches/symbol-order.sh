@@ -41,8 +41,8 @@ for tool in valgrind curl python3; do
 done
 
 log "building chaperone (release)"
-# Build without an ordering file's influence on what is measured: the list is a set of
-# names, and the functions executed do not depend on their layout.
+# Whether this build already uses an older list does not matter: which functions run
+# does not depend on where they are laid out.
 cargo build --release --locked -p chaperone-cli
 CHAP="$ROOT/target/release/chaperone"
 

@@ -31,15 +31,42 @@ pub enum UpstreamTrust {
     Ca(PathBuf),
 }
 
+/// The trust a route needs, borrowed from the route: the one place that decides it,
+/// used to build clients at start and to find a route's client per call (no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TrustKey<'a> {
+    Plain,
+    System,
+    Ca(&'a std::path::Path),
+}
+
+impl<'a> TrustKey<'a> {
+    fn of(r: &'a chaperone_config::Route) -> TrustKey<'a> {
+        if r.upstream.scheme == "http" {
+            return TrustKey::Plain;
+        }
+        match &r.upstream_ca {
+            Some(ca) => TrustKey::Ca(ca),
+            None => TrustKey::System,
+        }
+    }
+}
+
 impl UpstreamTrust {
     /// The trust a route's upstream needs.
     pub fn for_route(r: &chaperone_config::Route) -> UpstreamTrust {
-        if r.upstream.scheme == "http" {
-            return UpstreamTrust::Plain;
+        match TrustKey::of(r) {
+            TrustKey::Plain => UpstreamTrust::Plain,
+            TrustKey::System => UpstreamTrust::System,
+            TrustKey::Ca(ca) => UpstreamTrust::Ca(ca.to_path_buf()),
         }
-        match &r.upstream_ca {
-            Some(ca) => UpstreamTrust::Ca(ca.clone()),
-            None => UpstreamTrust::System,
+    }
+
+    fn key(&self) -> TrustKey<'_> {
+        match self {
+            UpstreamTrust::Plain => TrustKey::Plain,
+            UpstreamTrust::System => TrustKey::System,
+            UpstreamTrust::Ca(ca) => TrustKey::Ca(ca),
         }
     }
 }
@@ -111,15 +138,16 @@ impl Upstreams {
     pub fn new(routes: &[chaperone_config::Route]) -> Result<Upstreams, ProxyError> {
         let mut clients: Vec<(UpstreamTrust, UpstreamClient)> = Vec::new();
         for r in routes {
-            let key = UpstreamTrust::for_route(r);
-            if clients.iter().any(|(t, _)| *t == key) {
+            let key = TrustKey::of(r);
+            if clients.iter().any(|(t, _)| t.key() == key) {
                 continue;
             }
-            let client = build_client(&key).map_err(|e| ProxyError::Route {
+            let trust = UpstreamTrust::for_route(r);
+            let client = build_client(&trust).map_err(|e| ProxyError::Route {
                 route: r.name.clone(),
                 message: e.to_string(),
             })?;
-            clients.push((key, client));
+            clients.push((trust, client));
         }
         Ok(Upstreams { clients })
     }
@@ -128,17 +156,12 @@ impl Upstreams {
         self.entry_for_route(r).map(|(_, c)| c)
     }
 
-    /// Equivalent to looking up `UpstreamTrust::for_route(r)`, without building it.
     fn entry_for_route(
         &self,
         r: &chaperone_config::Route,
     ) -> Option<&(UpstreamTrust, UpstreamClient)> {
-        let plain = r.upstream.scheme == "http";
-        self.clients.iter().find(|(t, _)| match t {
-            UpstreamTrust::Plain => plain,
-            UpstreamTrust::System => !plain && r.upstream_ca.is_none(),
-            UpstreamTrust::Ca(ca) => !plain && r.upstream_ca.as_ref() == Some(ca),
-        })
+        let key = TrustKey::of(r);
+        self.clients.iter().find(|(t, _)| t.key() == key)
     }
 
     /// The trust stores built, for start-up checks and tests.
