@@ -315,3 +315,76 @@ async fn admin_health_ready_metrics_and_redacted_config() {
     );
     assert!(!m.contains("s3cr3t-static"));
 }
+
+/// An upstream that answers every request as HTTP/1.0 and closes: the agent's HTTP/1.1
+/// connection must stay open (one TLS handshake for many calls), and the agent sees the
+/// version it spoke. Before the fix every such response closed the agent's connection.
+#[tokio::test]
+async fn an_http10_upstream_does_not_close_the_agent_connection() {
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let legacy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let legacy_addr = legacy.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = legacy.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 6\r\n\r\nlegacy")
+                    .await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    let spec = Spec {
+        config: format!(
+            "{IDENTITIES}\nroutes:\n  - name: legacy\n    prefix: /legacy\n    upstream: http://{legacy_addr}\n    labels: {{harmless: true}}\n"
+        ),
+        policies: vec![
+            ("authz.rego".into(), ALLOW_WITH_SESSION.into()),
+            ("session.rego".into(), SESSION_ALLOW_ALL.into()),
+        ],
+        ..Default::default()
+    };
+    let h = Harness::start(spec).await.unwrap();
+
+    let mut cfg = (*h.client(AGENT)).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = client::tls_connect(h.agent_addr(), std::sync::Arc::new(cfg))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    for i in 0..3 {
+        sender
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: the sidecar closed the agent connection: {e}"));
+        let resp = sender
+            .send_request(client::request("GET", "/legacy/x", &[], ""))
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(resp.status(), 200, "call {i}");
+        assert_eq!(resp.version(), http::Version::HTTP_11, "call {i}");
+        assert!(resp.headers().get("connection").is_none(), "call {i}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"legacy");
+    }
+    assert!(!conn.is_finished(), "agent connection ended");
+    // Three calls, three upstream connections (HTTP/1.0 closes), one agent connection.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

@@ -856,6 +856,9 @@ async fn forward(
         )
     })?;
     parts.uri = uri;
+    // The upstream leg is always HTTP/1.1 (or h2 by ALPN); the agent's leg keeps the
+    // version the agent spoke, whatever the upstream answers with (step 14).
+    let agent_version = parts.version;
     parts.version = http::Version::HTTP_11;
     if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
         parts.headers.insert("x-request-id", v);
@@ -902,6 +905,9 @@ async fn forward(
 
     // 14. response -------------------------------------------------------------------------------
     let (mut rparts, rbody) = resp.into_parts();
+    // An HTTP/1.0 upstream must not turn the agent's HTTP/1.1 connection into a
+    // one-shot one: hyper closes a connection after a response marked HTTP/1.0.
+    rparts.version = agent_version;
     headers::sanitize_response(&mut rparts.headers);
     let body = match filter {
         Some(f) if rparts.status.is_success() => {
