@@ -73,6 +73,16 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
+    // Most strings (keys, ids, paths, routes) need no escaping: one branch-free pass
+    // (it vectorises) decides that, and they are copied whole.
+    let clean = !bytes
+        .iter()
+        .fold(false, |dirty, &b| dirty | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if clean {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     // Copy runs of bytes that need no escaping in one go.
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -227,6 +237,30 @@ mod tests {
             assert_eq!(
                 String::from_utf8(line).unwrap(),
                 String::from_utf8(canonical_json(&rec)).unwrap()
+            );
+        }
+    }
+
+    /// Clean strings take the copy-whole path, the others the escaping loop; both agree
+    /// with serde_json's string form (the same escapes) wherever the special byte is.
+    #[test]
+    fn strings_escape_like_json_on_both_paths() {
+        let mut cases = vec![String::new(), "plain".into(), "é ünïcode ✓".into()];
+        for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', '\u{8}', '\u{c}', '\r', '\t'] {
+            for at in [0, 1, 7, 8, 15, 16, 31, 32, 33] {
+                let mut s: String = "abcdefghijklmnopqrstuvwxyz0123456789".into();
+                s.insert(at, special);
+                cases.push(s);
+            }
+        }
+        cases.push("\u{7f}~ \u{80}".into());
+        for s in cases {
+            let mut out = Vec::new();
+            write_str(&s, &mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&s).unwrap(),
+                "{s:?}"
             );
         }
     }
