@@ -4,15 +4,66 @@
 //! so cloning them is a reference-count bump).
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use chaperone_config::{Environment, Route};
 use regorus::Value;
 
-/// Build an object value from string keys.
-pub fn obj<const N: usize>(fields: [(&str, Value); N]) -> Value {
+/// An object key of the input document, turned into a policy value once: cloning a
+/// value is a reference-count bump, where `Value::from("method")` allocates, and a call's
+/// input has ~40 keys.
+pub struct Key {
+    text: &'static str,
+    value: OnceLock<Value>,
+}
+
+impl Key {
+    pub const fn new(text: &'static str) -> Key {
+        Key {
+            text,
+            value: OnceLock::new(),
+        }
+    }
+
+    pub fn value(&self) -> Value {
+        self.value.get_or_init(|| Value::from(self.text)).clone()
+    }
+}
+
+/// The keys of the input document (SPEC §5).
+pub mod keys {
+    use super::Key;
+
+    macro_rules! keys {
+        ($($name:ident = $text:literal),* $(,)?) => {
+            $(pub static $name: Key = Key::new($text);)*
+            #[cfg(test)]
+            pub(crate) const ALL: &[(&Key, &str)] = &[$((&$name, $text)),*];
+        };
+    }
+
+    keys! {
+        ARGUMENTS = "arguments", ATTRIBUTES = "attributes", BODY_BYTES = "body_bytes",
+        CLIENT_INFO = "client_info", CREATED_AT = "created_at",
+        DATA_DOMAINS = "data_domains", DELEGATION_CHAIN = "delegation_chain",
+        DENIED = "denied", ENVIRONMENT = "environment", EXPIRES_AT = "expires_at",
+        HEADERS = "headers", HOST = "host", ID = "id", IDENTITY = "identity",
+        INTENT = "intent", LABELS = "labels", MCP = "mcp", METHOD = "method",
+        NAME = "name", NAMESPACE = "namespace", NODE = "node", PATH = "path", POD = "pod",
+        PROTOCOL = "protocol", QUERY = "query", REQUEST = "request", REQUESTS = "requests",
+        REQUESTS_LAST_MINUTE = "requests_last_minute", ROUTE = "route",
+        ROUTE_PATH = "route_path", ROUTES = "routes", SCOPES = "scopes",
+        SEGMENTS = "segments", SESSION = "session", SPIFFE_ID = "spiffe_id",
+        STATS = "stats", TASK = "task", TIME = "time", TOOL = "tool",
+        TRUST_DOMAIN = "trust_domain", UPSTREAM = "upstream",
+    }
+}
+
+/// Build an object value from input-document keys.
+pub fn obj<const N: usize>(fields: [(&Key, Value); N]) -> Value {
     let mut m = BTreeMap::new();
     for (k, v) in fields {
-        m.insert(Value::from(k), v);
+        m.insert(k.value(), v);
     }
     Value::from(m)
 }
@@ -61,25 +112,25 @@ pub fn session_value(s: &chaperone_sessions::Session, now: std::time::SystemTime
         routes.insert(Value::from(k.as_str()), Value::from(*v));
     }
     obj([
-        ("id", st.id.clone()),
-        ("task", st.task.clone()),
-        ("intent", st.intent.clone()),
-        ("scopes", st.scopes.clone()),
-        ("created_at", st.created_at.clone()),
-        ("expires_at", st.expires_at.clone()),
-        ("delegation_chain", st.delegation_chain.clone()),
+        (&keys::ID, st.id.clone()),
+        (&keys::TASK, st.task.clone()),
+        (&keys::INTENT, st.intent.clone()),
+        (&keys::SCOPES, st.scopes.clone()),
+        (&keys::CREATED_AT, st.created_at.clone()),
+        (&keys::EXPIRES_AT, st.expires_at.clone()),
+        (&keys::DELEGATION_CHAIN, st.delegation_chain.clone()),
         (
-            "stats",
+            &keys::STATS,
             obj([
-                ("requests", Value::from(stats.requests)),
-                ("denied", Value::from(stats.denied)),
-                ("routes", Value::from(routes)),
+                (&keys::REQUESTS, Value::from(stats.requests)),
+                (&keys::DENIED, Value::from(stats.denied)),
+                (&keys::ROUTES, Value::from(routes)),
                 (
-                    "data_domains",
+                    &keys::DATA_DOMAINS,
                     str_array(stats.data_domains.iter().map(String::as_str)),
                 ),
                 (
-                    "requests_last_minute",
+                    &keys::REQUESTS_LAST_MINUTE,
                     Value::from(stats.requests_last_minute),
                 ),
             ]),
@@ -90,16 +141,19 @@ pub fn session_value(s: &chaperone_sessions::Session, now: std::time::SystemTime
 /// `input.route`.
 pub fn route_value(r: &Route) -> Value {
     obj([
-        ("name", Value::from(r.name.as_str())),
-        ("upstream", Value::from(r.upstream.url.as_str())),
+        (&keys::NAME, Value::from(r.name.as_str())),
+        (&keys::UPSTREAM, Value::from(r.upstream.url.as_str())),
         (
-            "protocol",
+            &keys::PROTOCOL,
             Value::from(match r.protocol {
                 chaperone_config::Protocol::Http => "http",
                 chaperone_config::Protocol::Mcp => "mcp",
             }),
         ),
-        ("labels", json(serde_json::Value::Object(r.labels.clone()))),
+        (
+            &keys::LABELS,
+            json(serde_json::Value::Object(r.labels.clone())),
+        ),
     ])
 }
 
@@ -111,11 +165,11 @@ pub fn identity_value(
     attributes: &chaperone_config::JsonMap,
 ) -> Value {
     obj([
-        ("spiffe_id", Value::from(spiffe_id)),
-        ("trust_domain", Value::from(trust_domain)),
-        ("path", Value::from(path)),
+        (&keys::SPIFFE_ID, Value::from(spiffe_id)),
+        (&keys::TRUST_DOMAIN, Value::from(trust_domain)),
+        (&keys::PATH, Value::from(path)),
         (
-            "attributes",
+            &keys::ATTRIBUTES,
             json(serde_json::Value::Object(attributes.clone())),
         ),
     ])
@@ -124,10 +178,10 @@ pub fn identity_value(
 /// `input.environment` for the current time.
 pub fn environment_value(env: &Environment, now_rfc3339: &str) -> Value {
     obj([
-        ("time", Value::from(now_rfc3339)),
-        ("node", Value::from(env.node.as_str())),
-        ("namespace", Value::from(env.namespace.as_str())),
-        ("pod", Value::from(env.pod.as_str())),
+        (&keys::TIME, Value::from(now_rfc3339)),
+        (&keys::NODE, Value::from(env.node.as_str())),
+        (&keys::NAMESPACE, Value::from(env.namespace.as_str())),
+        (&keys::POD, Value::from(env.pod.as_str())),
     ])
 }
 
@@ -160,11 +214,11 @@ pub struct CallInput {
 impl CallInput {
     pub fn into_value(self) -> Value {
         obj([
-            ("identity", self.identity),
-            ("session", self.session),
-            ("request", self.request),
-            ("route", self.route),
-            ("environment", self.environment),
+            (&keys::IDENTITY, self.identity),
+            (&keys::SESSION, self.session),
+            (&keys::REQUEST, self.request),
+            (&keys::ROUTE, self.route),
+            (&keys::ENVIRONMENT, self.environment),
         ])
     }
 }
@@ -181,6 +235,18 @@ mod tests {
     use super::*;
     use chaperone_sessions::{InMemorySessionStore, NewSession, SessionStore};
     use std::time::{Duration, SystemTime};
+
+    /// Every key's value is its text (a typo in the table would rename an input field).
+    #[test]
+    fn keys_are_their_text() {
+        for (k, text) in keys::ALL {
+            assert_eq!(k.value(), Value::from(*text));
+            assert_eq!(
+                k.value().as_string().map(|s| s.to_string()).ok().as_deref(),
+                Some(*text)
+            );
+        }
+    }
 
     /// The cached per-session input equals the policy view converted from JSON, before
     /// and after calls change the stats, and for every call after the first.

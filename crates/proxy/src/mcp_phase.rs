@@ -15,7 +15,7 @@ use regorus::Value;
 
 use crate::body::{full, BoxError, ProxyBody};
 use crate::error::{Code, Refusal};
-use crate::input::{self, obj};
+use crate::input::{self, keys, obj};
 use crate::pipeline::ConnInfo;
 use crate::sidecar::Sidecar;
 
@@ -46,15 +46,18 @@ pub fn too_large(max: usize) -> Refusal {
 /// `input.request.mcp`.
 pub fn mcp_value(m: &McpRequest) -> Value {
     obj([
-        ("method", Value::from(m.method.as_str())),
-        ("id", m.id.clone().map(input::json).unwrap_or(Value::Null)),
+        (&keys::METHOD, Value::from(m.method.as_str())),
         (
-            "tool",
+            &keys::ID,
+            m.id.clone().map(input::json).unwrap_or(Value::Null),
+        ),
+        (
+            &keys::TOOL,
             m.tool.as_deref().map(Value::from).unwrap_or(Value::Null),
         ),
-        ("arguments", input::json(m.arguments.clone())),
+        (&keys::ARGUMENTS, input::json(m.arguments.clone())),
         (
-            "client_info",
+            &keys::CLIENT_INFO,
             m.client_info
                 .clone()
                 .map(input::json)
@@ -140,14 +143,14 @@ impl ToolsFilter {
         let key = hidden_key(&self.conn, self.session.as_deref(), &self.route);
         move |name: &str, _tool: &serde_json::Value| {
             let mcp = obj([
-                ("method", Value::from("tools/call")),
-                ("id", Value::Null),
-                ("tool", Value::from(name)),
+                (&keys::METHOD, Value::from("tools/call")),
+                (&keys::ID, Value::Null),
+                (&keys::TOOL, Value::from(name)),
                 (
-                    "arguments",
+                    &keys::ARGUMENTS,
                     Value::from(std::collections::BTreeMap::<Value, Value>::new()),
                 ),
-                ("client_info", Value::Null),
+                (&keys::CLIENT_INFO, Value::Null),
             ]);
             let d = sc.policy.current().eval_call(make(mcp));
             let ok = d.permitted() && d.revoke_session.is_empty();

@@ -43,7 +43,7 @@ use crate::body::{self, ProxyBody};
 use crate::canon;
 use crate::error::{Code, Refusal};
 use crate::headers::{self, SESSION_HEADER};
-use crate::input::{self, obj, CallInput};
+use crate::input::{self, keys, obj, CallInput};
 use crate::mcp_phase;
 use crate::sidecar::{intent_summary, Sidecar};
 use crate::sniff::{Verdict, Verdicts};
@@ -551,18 +551,18 @@ struct RequestParts {
 impl RequestParts {
     fn to_value(&self, mcp: Value) -> Value {
         obj([
-            ("method", Value::from(self.method.as_str())),
-            ("path", Value::from(self.path.as_str())),
-            ("route_path", Value::from(self.route_path.as_str())),
-            ("segments", self.segments.clone()),
-            ("query", self.query.clone()),
-            ("host", Value::from(self.host.as_str())),
-            ("headers", self.headers.clone()),
+            (&keys::METHOD, Value::from(self.method.as_str())),
+            (&keys::PATH, Value::from(self.path.as_str())),
+            (&keys::ROUTE_PATH, Value::from(self.route_path.as_str())),
+            (&keys::SEGMENTS, self.segments.clone()),
+            (&keys::QUERY, self.query.clone()),
+            (&keys::HOST, Value::from(self.host.as_str())),
+            (&keys::HEADERS, self.headers.clone()),
             (
-                "body_bytes",
+                &keys::BODY_BYTES,
                 self.body_bytes.map(Value::from).unwrap_or(Value::Null),
             ),
-            ("mcp", mcp),
+            (&keys::MCP, mcp),
         ])
     }
 }

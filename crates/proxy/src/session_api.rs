@@ -22,7 +22,7 @@ use serde::Deserialize;
 use crate::body::ProxyBody;
 use crate::error::{json_response, Code, Refusal};
 use crate::headers::SESSION_HEADER;
-use crate::input::{self, obj};
+use crate::input::{self, keys, obj};
 use crate::pipeline::{CallRecord, ConnInfo};
 use crate::sidecar::{identity_for, session_event, Sidecar};
 
@@ -150,10 +150,10 @@ pub fn session_input_raw(
     now: SystemTime,
 ) -> Value {
     obj([
-        ("identity", identity),
-        ("session", input::json(session)),
+        (&keys::IDENTITY, identity),
+        (&keys::SESSION, input::json(session)),
         (
-            "environment",
+            &keys::ENVIRONMENT,
             input::environment_value(&cfg.environment, &input::rfc3339(now)),
         ),
     ])
@@ -170,10 +170,10 @@ pub fn session_input(
     let mut s = session.clone();
     s["parent"] = parent.cloned().unwrap_or(serde_json::Value::Null);
     obj([
-        ("identity", identity),
-        ("session", input::json(s)),
+        (&keys::IDENTITY, identity),
+        (&keys::SESSION, input::json(s)),
         (
-            "environment",
+            &keys::ENVIRONMENT,
             input::environment_value(&cfg.environment, &input::rfc3339(now)),
         ),
     ])
