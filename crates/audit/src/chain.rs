@@ -75,9 +75,9 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     // Most strings (keys, ids, paths, routes) need no escaping: one branch-free pass
     // (it vectorises) decides that, and they are copied whole.
-    let clean = !bytes
-        .iter()
-        .fold(false, |dirty, &b| dirty | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let clean = !bytes.iter().fold(false, |dirty, &b| {
+        dirty | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if clean {
         out.extend_from_slice(bytes);
         out.push(b'"');
@@ -246,7 +246,9 @@ mod tests {
     #[test]
     fn strings_escape_like_json_on_both_paths() {
         let mut cases = vec![String::new(), "plain".into(), "é ünïcode ✓".into()];
-        for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', '\u{8}', '\u{c}', '\r', '\t'] {
+        for special in [
+            '"', '\\', '\n', '\u{1}', '\u{1f}', '\u{8}', '\u{c}', '\r', '\t',
+        ] {
             for at in [0, 1, 7, 8, 15, 16, 31, 32, 33] {
                 let mut s: String = "abcdefghijklmnopqrstuvwxyz0123456789".into();
                 s.insert(at, special);

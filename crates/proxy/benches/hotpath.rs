@@ -13,6 +13,7 @@ use chaperone_config::{Credential, Environment, Inject, JwtAlgorithm, JwtProvide
 use chaperone_credentials::{CredentialManager, IssueContext};
 use chaperone_identity::{validate_svid_leaf, SpiffeId};
 use chaperone_policy::PolicySet;
+use chaperone_proxy::input::keys;
 use chaperone_proxy::{canon, headers, input};
 use chaperone_sessions::{InMemorySessionStore, NewSession, Session, SessionStore};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
@@ -58,10 +59,10 @@ fn attributes() -> serde_json::Map<String, serde_json::Value> {
 
 fn route_value(name: &str, labels: serde_json::Value) -> Value {
     input::obj([
-        ("name", Value::from(name)),
-        ("upstream", Value::from("http://127.0.0.1:18080")),
-        ("protocol", Value::from("http")),
-        ("labels", input::json(labels)),
+        (&keys::NAME, Value::from(name)),
+        (&keys::UPSTREAM, Value::from("http://127.0.0.1:18080")),
+        (&keys::PROTOCOL, Value::from("http")),
+        (&keys::LABELS, input::json(labels)),
     ])
 }
 
@@ -89,15 +90,18 @@ fn call_input(session: Option<&Session>, route: &Value, path: &str, route_path: 
     hm.insert("accept", http::HeaderValue::from_static("application/json"));
     hm.insert("user-agent", http::HeaderValue::from_static("bench/1"));
     let request = input::obj([
-        ("method", Value::from("GET")),
-        ("path", Value::from(path)),
-        ("route_path", Value::from(route_path)),
-        ("segments", input::str_array(canon::segments(route_path))),
-        ("query", input::query_value(Some("limit=10"))),
-        ("host", Value::from("")),
-        ("headers", headers::policy_headers(&hm)),
-        ("body_bytes", Value::Null),
-        ("mcp", Value::Null),
+        (&keys::METHOD, input::method_value(&http::Method::GET)),
+        (&keys::PATH, Value::from(path)),
+        (&keys::ROUTE_PATH, Value::from(route_path)),
+        (
+            &keys::SEGMENTS,
+            input::str_array(canon::segments(route_path)),
+        ),
+        (&keys::QUERY, input::query_value(Some("limit=10"))),
+        (&keys::HOST, Value::from("")),
+        (&keys::HEADERS, headers::policy_headers(&hm)),
+        (&keys::BODY_BYTES, Value::Null),
+        (&keys::MCP, Value::Null),
     ]);
     input::CallInput {
         identity,

@@ -59,6 +59,25 @@ pub mod keys {
     }
 }
 
+/// `input.request.method`: the standard methods as values built once, others per call.
+pub fn method_value(m: &http::Method) -> Value {
+    static STANDARD: [Key; 9] = [
+        Key::new("GET"),
+        Key::new("POST"),
+        Key::new("PUT"),
+        Key::new("DELETE"),
+        Key::new("HEAD"),
+        Key::new("OPTIONS"),
+        Key::new("PATCH"),
+        Key::new("TRACE"),
+        Key::new("CONNECT"),
+    ];
+    match STANDARD.iter().find(|k| k.text == m.as_str()) {
+        Some(k) => k.value(),
+        None => Value::from(m.as_str()),
+    }
+}
+
 /// Build an object value from input-document keys.
 pub fn obj<const N: usize>(fields: [(&Key, Value); N]) -> Value {
     let mut m = BTreeMap::new();
@@ -245,6 +264,16 @@ mod tests {
                 k.value().as_string().map(|s| s.to_string()).ok().as_deref(),
                 Some(*text)
             );
+        }
+    }
+
+    #[test]
+    fn methods_are_their_text() {
+        for m in [
+            "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT", "PURGE",
+        ] {
+            let method = http::Method::from_bytes(m.as_bytes()).unwrap();
+            assert_eq!(method_value(&method), Value::from(m));
         }
     }
 

@@ -398,12 +398,12 @@ async fn decide_and_forward(
     let env_value = input::environment_value(&cfg.environment, &input::rfc3339(now));
     let segments = input::str_array(canon::segments(&route_path));
     let request_base = RequestParts {
-        method: parts.method.as_str().to_owned(),
-        path: rec.path.clone(),
-        route_path: route_path.clone(),
+        method: input::method_value(&parts.method),
+        path: Value::from(rec.path.as_str()),
+        route_path: Value::from(route_path.as_str()),
         segments,
         query: input::query_value(query.as_deref()),
-        host: host.clone().unwrap_or_default(),
+        host: Value::from(host.as_deref().unwrap_or_default()),
         headers: headers::policy_headers(&parts.headers),
         body_bytes: buffered.as_ref().map(|b| b.len() as u64).or(body_len),
     };
@@ -538,12 +538,12 @@ impl InputParts {
 
 /// Everything of `input.request` but `mcp`.
 struct RequestParts {
-    method: String,
-    path: String,
-    route_path: String,
+    method: Value,
+    path: Value,
+    route_path: Value,
     segments: Value,
     query: Value,
-    host: String,
+    host: Value,
     headers: Value,
     body_bytes: Option<u64>,
 }
@@ -551,12 +551,12 @@ struct RequestParts {
 impl RequestParts {
     fn to_value(&self, mcp: Value) -> Value {
         obj([
-            (&keys::METHOD, Value::from(self.method.as_str())),
-            (&keys::PATH, Value::from(self.path.as_str())),
-            (&keys::ROUTE_PATH, Value::from(self.route_path.as_str())),
+            (&keys::METHOD, self.method.clone()),
+            (&keys::PATH, self.path.clone()),
+            (&keys::ROUTE_PATH, self.route_path.clone()),
             (&keys::SEGMENTS, self.segments.clone()),
             (&keys::QUERY, self.query.clone()),
-            (&keys::HOST, Value::from(self.host.as_str())),
+            (&keys::HOST, self.host.clone()),
             (&keys::HEADERS, self.headers.clone()),
             (
                 &keys::BODY_BYTES,
