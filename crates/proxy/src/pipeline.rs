@@ -228,6 +228,8 @@ async fn run(
     // 2. reserved API ----------------------------------------------------------
     if req.uri().path().starts_with("/.chaperone/") {
         rec.route = Some("chaperone-api".into());
+        // Rare branches are boxed throughout, so that their futures do not grow the
+        // per-request future hyper moves (tests::the_per_request_future_stays_small).
         return Box::pin(crate::session_api::handle(sc, conn, req, rec))
             .await
             .map_err(|r| (r, false));
@@ -856,8 +858,8 @@ async fn forward(
         )
     })?;
     parts.uri = uri;
-    // The upstream leg is always HTTP/1.1 (or h2 by ALPN); the agent's leg keeps the
-    // version the agent spoke, whatever the upstream answers with (step 14).
+    // The upstream leg is HTTP/1.1 (the pooled client speaks nothing else); the agent's
+    // leg keeps the version the agent spoke, whatever the upstream answers with (step 14).
     let agent_version = parts.version;
     parts.version = http::Version::HTTP_11;
     if let Ok(v) = HeaderValue::from_str(&rec.request_id) {
