@@ -14,18 +14,15 @@ deny contains sprintf("Support agents are read-only: the %s method is not allowe
 }
 
 deny contains sprintf("Support agents may only call read-only MCP tools; %q is not one of them.", [mcp_tool]) if {
+	mcp_tool
 	agent_kind == "support"
 	not mcp_tool in data.settings.read_only_tools
 }
 
+# Also when the identity has no kind at all.
 deny contains "Only code agents may call deploy routes." if {
 	input.route.labels.action == "deploy"
-	agent_kind != "code"
-}
-
-deny contains "Only code agents may call deploy routes." if {
-	input.route.labels.action == "deploy"
-	not agent_kind
+	not agent_kind == "code"
 }
 
 approval contains "Deploying requires a human approval." if {

@@ -4,7 +4,8 @@ package chaperone.authz
 
 deny contains sprintf("This session has already handled %s data, so it may not reach %s data on route %q.", [rule.from, rule.to, input.route.name]) if {
 	has_session
+	domain := input.route.labels.data_domain
 	some rule in data.settings.cross_domain
+	rule.to == domain
 	rule.from in object.get(object.get(input.session, "stats", {}), "data_domains", [])
-	input.route.labels.data_domain == rule.to
 }

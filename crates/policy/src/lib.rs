@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod decision;
 mod error;
 mod handle;
 mod harden;

@@ -9,6 +9,7 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};
 use serde::Serialize;
 
+use crate::decision::{self, DECISION_MODULE_PATH};
 use crate::load::{self, DataMerger, Found, Kind};
 use crate::value::{json_to_value, parse_duration, type_name};
 use crate::vm::CompiledEngine;
@@ -19,49 +20,8 @@ pub const AUTHZ_PACKAGE: &str = "data.chaperone.authz";
 /// Package of the session (creation, delegation, drift re-check) rules.
 pub const SESSION_PACKAGE: &str = "data.chaperone.session";
 
-/// Internal module that gathers the rules we read into one object, so that one evaluation
-/// computes every shared helper rule once. Undefined rules become `null` via `default`.
-const DECISION_MODULE_PATH: &str = "<chaperone-internal>/decision.rego";
-const DECISION_MODULE: &str = r#"package __chaperone__
-
-default authz_allow := null
-authz_allow := data.chaperone.authz.allow
-default authz_deny := null
-authz_deny := data.chaperone.authz.deny
-default authz_approval := null
-authz_approval := data.chaperone.authz.approval
-default authz_credential := null
-authz_credential := data.chaperone.authz.credential
-default authz_scopes := null
-authz_scopes := data.chaperone.authz.scopes
-default authz_revoke_session := null
-authz_revoke_session := data.chaperone.authz.revoke_session
-
-authz := {
-	"allow": authz_allow,
-	"deny": authz_deny,
-	"approval": authz_approval,
-	"credential": authz_credential,
-	"scopes": authz_scopes,
-	"revoke_session": authz_revoke_session,
-}
-
-default session_allow := null
-session_allow := data.chaperone.session.allow
-default session_deny := null
-session_deny := data.chaperone.session.deny
-default session_max_ttl := null
-session_max_ttl := data.chaperone.session.max_ttl
-default session_scopes := null
-session_scopes := data.chaperone.session.scopes
-
-session := {
-	"allow": session_allow,
-	"deny": session_deny,
-	"max_ttl": session_max_ttl,
-	"scopes": session_scopes,
-}
-"#;
+// The internal module that gathers the rules we read into one object is generated per
+// policy set (`decision.rs`): its two entry points are these rules.
 pub(crate) const AUTHZ_ENTRY: &str = "data.__chaperone__.authz";
 pub(crate) const SESSION_ENTRY: &str = "data.__chaperone__.session";
 
@@ -256,8 +216,9 @@ pub(crate) fn load_engine(
     engine
         .add_data(data.clone())
         .map_err(|e| PolicyError::Rego(format!("data: {e}")))?;
+    let decision = decision::module_text(engine.get_modules().iter().map(|m| &**m));
     engine
-        .add_policy(DECISION_MODULE_PATH.into(), DECISION_MODULE.into())
+        .add_policy(DECISION_MODULE_PATH.into(), decision)
         .map_err(|e| PolicyError::Rego(format!("internal decision module: {e}")))?;
 
     hashed.sort_by(|a, b| a.0.cmp(&b.0));

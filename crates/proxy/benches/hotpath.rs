@@ -66,16 +66,28 @@ fn route_value(name: &str, labels: serde_json::Value) -> Value {
     ])
 }
 
-/// The call input exactly as `pipeline::decide_and_forward` assembles it.
-fn call_input(session: Option<&Session>, route: &Value, path: &str, route_path: &str) -> Value {
-    let now = SystemTime::now();
+/// `input.identity`: the pipeline builds it once per connection (`ConnInfo::identity`,
+/// cached until the identity map changes), so the per-call build below clones it.
+fn identity() -> Value {
     let spiffe = SpiffeId::parse(AGENT).unwrap_or_else(|e| panic!("{e}"));
-    let identity = input::identity_value(
+    input::identity_value(
         spiffe.as_str(),
         spiffe.trust_domain(),
         spiffe.path(),
         &attributes(),
-    );
+    )
+}
+
+/// The call input exactly as `pipeline::decide_and_forward` assembles it per call.
+fn call_input(
+    identity: &Value,
+    session: Option<&Session>,
+    route: &Value,
+    path: &str,
+    route_path: &str,
+) -> Value {
+    let now = SystemTime::now();
+    let identity = identity.clone();
     let session_value = match session {
         Some(s) => input::session_value(s, now),
         None => Value::Null,
@@ -136,26 +148,40 @@ fn bench_policy(c: &mut Criterion) {
     );
     let store = InMemorySessionStore::new();
     let (session, _) = new_session(&store);
+    let id = identity();
 
     // Sanity: the benchmarked calls are the allowed ones.
-    let d = set.eval_call(call_input(None, &harmless, "/status/health", "/health"));
+    let d = set.eval_call(call_input(
+        &id,
+        None,
+        &harmless,
+        "/status/health",
+        "/health",
+    ));
     assert!(d.permitted(), "harmless call must be allowed: {d:?}");
     let d = set.eval_call(call_input(
+        &id,
         Some(&session),
         &kb,
         "/kb/articles/42",
         "/articles/42",
     ));
     assert!(d.permitted(), "session call must be allowed: {d:?}");
-    let d = set.eval_call(call_input(None, &kb, "/kb/articles/42", "/articles/42"));
+    let d = set.eval_call(call_input(
+        &id,
+        None,
+        &kb,
+        "/kb/articles/42",
+        "/articles/42",
+    ));
     assert!(!d.permitted(), "session-less call to kb must be denied");
 
     let mut g = c.benchmark_group("policy");
     g.bench_function("input_build/no_session", |b| {
-        b.iter(|| call_input(None, &harmless, "/status/health", "/health"))
+        b.iter(|| call_input(&id, None, &harmless, "/status/health", "/health"))
     });
     g.bench_function("input_build/session", |b| {
-        b.iter(|| call_input(Some(&session), &kb, "/kb/articles/42", "/articles/42"))
+        b.iter(|| call_input(&id, Some(&session), &kb, "/kb/articles/42", "/articles/42"))
     });
     g.bench_function("session_policy_view_to_value", |b| {
         b.iter(|| input::json(session.policy_view(SystemTime::now())))
@@ -163,7 +189,7 @@ fn bench_policy(c: &mut Criterion) {
     g.bench_function("session_value_cached", |b| {
         b.iter(|| input::session_value(&session, SystemTime::now()))
     });
-    let pre_harmless = call_input(None, &harmless, "/status/health", "/health");
+    let pre_harmless = call_input(&id, None, &harmless, "/status/health", "/health");
     g.bench_function("eval_call/no_session", |b| {
         b.iter_batched(
             || pre_harmless.clone(),
@@ -171,7 +197,7 @@ fn bench_policy(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let pre_session = call_input(Some(&session), &kb, "/kb/articles/42", "/articles/42");
+    let pre_session = call_input(&id, Some(&session), &kb, "/kb/articles/42", "/articles/42");
     g.bench_function("eval_call/session", |b| {
         b.iter_batched(
             || pre_session.clone(),
@@ -182,6 +208,7 @@ fn bench_policy(c: &mut Criterion) {
     g.bench_function("decision/session (build + eval)", |b| {
         b.iter(|| {
             set.eval_call(call_input(
+                &id,
                 Some(&session),
                 &kb,
                 "/kb/articles/42",

@@ -18,6 +18,7 @@ deny contains sprintf("The route %q is not among the tools this session declared
 }
 
 deny contains sprintf("The MCP tool %q is not among the tools this session declared in its intent.", [mcp_tool]) if {
+	mcp_tool
 	has_session
 	not mcp_tool in declared_tools
 }

@@ -1,0 +1,299 @@
+//! The internal decision module: one rule per entry point that gathers the rules chaperone
+//! reads (`allow`, `deny`, ...) into one object, so that one evaluation computes every
+//! shared helper rule once.
+//!
+//! A rule the policies leave undefined must read as `null`, not make the whole object
+//! undefined, so in general each field goes through a wrapper with a `default`:
+//!
+//! ```rego
+//! default authz_deny := null
+//! authz_deny := data.chaperone.authz.deny
+//! ```
+//!
+//! Each such wrapper is one more rule call (with its register window and cache entry) per
+//! evaluation, ≈ 2,000 VM instructions. Most fields cannot be undefined: a multi-value
+//! rule (`deny contains ...`) is an empty set when no definition holds, and a rule with a
+//! `default` always has a value. For those the module reads the rule directly; the
+//! wrapper stays for everything else (complete rules without a default, functions, rule
+//! trees such as `deny.x`, names that only data provides, names the policies do not use).
+//! The result is the same object either way; only the number of rule calls changes.
+
+use std::fmt::Write as _;
+
+use regorus::unstable::{Expr, Module, Rule, RuleHead};
+use regorus::Value;
+
+/// Path of the generated module in error messages.
+pub(crate) const DECISION_MODULE_PATH: &str = "<chaperone-internal>/decision.rego";
+
+/// `(object name, package, fields)` of each entry point, in the order of the module.
+const ENTRIES: [(&str, &str, &[&str]); 2] = [
+    (
+        "authz",
+        "chaperone.authz",
+        &[
+            "allow",
+            "deny",
+            "approval",
+            "credential",
+            "scopes",
+            "revoke_session",
+        ],
+    ),
+    (
+        "session",
+        "chaperone.session",
+        &["allow", "deny", "max_ttl", "scopes"],
+    ),
+];
+
+/// How the policies define one field's rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// Always has a value (a multi-value rule, or a rule with a `default`): read directly.
+    AlwaysDefined,
+    /// Anything else: read through a `default := null` wrapper.
+    MayBeUndefined,
+}
+
+/// The decision module's text for the given (already parsed) policy modules.
+pub(crate) fn module_text<'a, I>(modules: I) -> String
+where
+    I: IntoIterator<Item = &'a Module> + Clone,
+{
+    let mut out = String::from("package __chaperone__\n");
+    for (object, package, fields) in ENTRIES {
+        let mut members = String::new();
+        for field in fields {
+            let path = format!("data.{package}.{field}");
+            let expr = match shape(modules.clone(), package, field) {
+                Shape::AlwaysDefined => path,
+                Shape::MayBeUndefined => {
+                    let wrapper = format!("{object}_{field}");
+                    let _ = write!(out, "\ndefault {wrapper} := null\n{wrapper} := {path}\n");
+                    wrapper
+                }
+            };
+            let _ = writeln!(members, "\t\"{field}\": {expr},");
+        }
+        let _ = write!(out, "\n{object} := {{\n{members}}}\n");
+    }
+    out
+}
+
+/// How `data.<package>.<field>` is defined by `modules`.
+pub(crate) fn shape<'a, I>(modules: I, package: &str, field: &str) -> Shape
+where
+    I: IntoIterator<Item = &'a Module>,
+{
+    let nested = format!("{package}.{field}");
+    let mut has_default = false;
+    let mut sets = 0usize;
+    let mut others = 0usize;
+    for m in modules {
+        let Some(pkg) = ref_path(&m.package.refr) else {
+            return Shape::MayBeUndefined;
+        };
+        // A package at or under the field (`package chaperone.authz.deny`) merges its
+        // rules into the value: not a plain rule.
+        if pkg == nested || pkg.starts_with(&format!("{nested}.")) {
+            return Shape::MayBeUndefined;
+        }
+        if pkg != package {
+            continue;
+        }
+        for rule in &m.policy {
+            let (refr, kind) = match &**rule {
+                Rule::Default { refr, args, .. } => (refr, if args.is_empty() { 'd' } else { 'o' }),
+                Rule::Spec { head, .. } => match head {
+                    RuleHead::Set { refr, key, .. } => {
+                        (refr, if key.is_some() { 's' } else { 'o' })
+                    }
+                    RuleHead::Compr { refr, .. } => (refr, 'c'),
+                    RuleHead::Func { refr, .. } => (refr, 'o'),
+                },
+            };
+            let Some(head) = ref_path(refr) else {
+                // A computed head (`p[x] := ...`) rooted anywhere: be conservative when
+                // it could be this field.
+                if root_var(refr).is_none_or(|r| r == field) {
+                    return Shape::MayBeUndefined;
+                }
+                continue;
+            };
+            if head == field {
+                match kind {
+                    'd' => has_default = true,
+                    's' => sets += 1,
+                    'c' => others += 1,
+                    _ => return Shape::MayBeUndefined,
+                }
+            } else if head.starts_with(&format!("{field}.")) {
+                // `deny.extra contains ...`: a rule tree, not one rule.
+                return Shape::MayBeUndefined;
+            }
+        }
+    }
+    match (has_default, sets, others) {
+        (false, s, 0) if s > 0 => Shape::AlwaysDefined,
+        (true, 0, _) => Shape::AlwaysDefined,
+        _ => Shape::MayBeUndefined,
+    }
+}
+
+/// `a.b.c` for a reference built only of names and dots.
+fn ref_path(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Var { value, .. } => value.as_string().ok().map(|s| s.to_string()),
+        Expr::RefDot { refr, field, .. } => {
+            let base = ref_path(refr)?;
+            let f = field.1.as_string().ok()?;
+            Some(format!("{base}.{f}"))
+        }
+        Expr::RefBrack { refr, index, .. } => match &**index {
+            Expr::String { value, .. } => {
+                let base = ref_path(refr)?;
+                let f = value.as_string().ok()?;
+                Some(format!("{base}.{f}"))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The first name of a reference (`p` of `p[x].y`).
+fn root_var(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Var { value, .. } => match value {
+            Value::String(s) => Some(s.to_string()),
+            _ => None,
+        },
+        Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } => root_var(refr),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regorus::Engine;
+
+    fn shapes(src: &str) -> Vec<(String, Shape)> {
+        let mut e = Engine::new();
+        e.add_policy("p.rego".into(), src.into())
+            .unwrap_or_else(|err| panic!("{err}"));
+        let mods: Vec<&Module> = e.get_modules().iter().map(|m| &**m).collect();
+        ["allow", "deny", "approval", "credential", "scopes"]
+            .iter()
+            .map(|f| {
+                (
+                    f.to_string(),
+                    shape(mods.iter().copied(), "chaperone.authz", f),
+                )
+            })
+            .collect()
+    }
+
+    fn of(v: &[(String, Shape)], f: &str) -> Shape {
+        v.iter()
+            .find(|(n, _)| n == f)
+            .map(|(_, s)| *s)
+            .unwrap_or_else(|| panic!("{f}"))
+    }
+
+    #[test]
+    fn multi_value_and_defaulted_rules_are_read_directly() {
+        let s = shapes(
+            "package chaperone.authz\n\
+             default allow := false\n\
+             allow if input.x\n\
+             deny contains \"a\" if input.y\n\
+             deny contains \"b\" if input.z\n\
+             scopes := [\"s\"] if input.x\n",
+        );
+        assert_eq!(of(&s, "allow"), Shape::AlwaysDefined);
+        assert_eq!(of(&s, "deny"), Shape::AlwaysDefined);
+        // A complete rule without a default can be undefined; a name the policies do not
+        // define may still come from data.
+        assert_eq!(of(&s, "scopes"), Shape::MayBeUndefined);
+        assert_eq!(of(&s, "approval"), Shape::MayBeUndefined);
+        assert_eq!(of(&s, "credential"), Shape::MayBeUndefined);
+    }
+
+    #[test]
+    fn rule_trees_functions_and_nested_packages_keep_the_wrapper() {
+        let s = shapes(
+            "package chaperone.authz\n\
+             deny contains \"a\" if input.y\n\
+             deny.extra contains \"b\" if input.z\n\
+             allow(x) := true if x\n\
+             approval[k] := 1 if some k in input.ks\n",
+        );
+        assert_eq!(of(&s, "deny"), Shape::MayBeUndefined);
+        assert_eq!(of(&s, "allow"), Shape::MayBeUndefined);
+        assert_eq!(of(&s, "approval"), Shape::MayBeUndefined);
+
+        let mut e = Engine::new();
+        for (p, src) in [
+            (
+                "a.rego",
+                "package chaperone.authz\ndeny contains \"a\" if input.y\n",
+            ),
+            ("b.rego", "package chaperone.authz.deny\nx := 1\n"),
+        ] {
+            e.add_policy(p.into(), src.into())
+                .unwrap_or_else(|err| panic!("{err}"));
+        }
+        let mods: Vec<&Module> = e.get_modules().iter().map(|m| &**m).collect();
+        assert_eq!(
+            shape(mods.iter().copied(), "chaperone.authz", "deny"),
+            Shape::MayBeUndefined
+        );
+    }
+
+    #[test]
+    fn a_default_beside_a_multi_value_head_keeps_the_wrapper() {
+        // Not valid together in OPA; whatever regorus makes of it, do not assume.
+        let mut e = Engine::new();
+        let added = e.add_policy(
+            "p.rego".into(),
+            "package chaperone.authz\ndefault deny := []\ndeny contains 1 if input.x\n".into(),
+        );
+        if added.is_ok() {
+            let mods: Vec<&Module> = e.get_modules().iter().map(|m| &**m).collect();
+            assert_eq!(
+                shape(mods.iter().copied(), "chaperone.authz", "deny"),
+                Shape::MayBeUndefined
+            );
+        }
+    }
+
+    #[test]
+    fn the_module_reads_direct_fields_and_wraps_the_rest() {
+        let mut e = Engine::new();
+        e.add_policy(
+            "p.rego".into(),
+            "package chaperone.authz\ndefault allow := false\ndeny contains 1 if input.x\n".into(),
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        let mods: Vec<&Module> = e.get_modules().iter().map(|m| &**m).collect();
+        let text = module_text(mods.iter().copied());
+        assert!(
+            text.contains("\t\"allow\": data.chaperone.authz.allow,"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\t\"deny\": data.chaperone.authz.deny,"),
+            "{text}"
+        );
+        assert!(text.contains("default authz_approval := null"), "{text}");
+        assert!(text.contains("\t\"approval\": authz_approval,"), "{text}");
+        assert!(!text.contains("authz_deny"), "{text}");
+        // The session package defines nothing here: every field is wrapped.
+        assert!(text.contains("default session_allow := null"), "{text}");
+        // And the text is a valid module.
+        e.add_policy(DECISION_MODULE_PATH.into(), text.clone())
+            .unwrap_or_else(|err| panic!("{err}\n{text}"));
+    }
+}
