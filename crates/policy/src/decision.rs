@@ -165,10 +165,10 @@ fn ref_path(e: &Expr) -> Option<String> {
 /// The first name of a reference (`p` of `p[x].y`).
 fn root_var(e: &Expr) -> Option<String> {
     match e {
-        Expr::Var { value, .. } => match value {
-            Value::String(s) => Some(s.to_string()),
-            _ => None,
-        },
+        Expr::Var {
+            value: Value::String(s),
+            ..
+        } => Some(s.to_string()),
         Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } => root_var(refr),
         _ => None,
     }
