@@ -17,6 +17,8 @@
 //! wrapper stays for everything else (complete rules without a default, functions, rule
 //! trees such as `deny.x`, names that only data provides, names the policies do not use).
 //! The result is the same object either way; only the number of rule calls changes.
+//! Were a field ever misjudged as always defined, the decision object would be undefined,
+//! and `decision_from_value` reads that as `allow = false`: the call is refused, never permitted.
 
 use std::fmt::Write as _;
 
