@@ -83,6 +83,19 @@ where
     out
 }
 
+/// What one rule definition is, as far as `shape` cares.
+enum Head {
+    /// `default p := v`.
+    Default,
+    /// `p contains x if ...`.
+    MultiValue,
+    /// `p := v if ...` / `p if ...`.
+    Complete,
+    /// Anything that makes the field's value uncertain: a function (or a default for
+    /// one), a set head without a key.
+    Other,
+}
+
 /// How `data.<package>.<field>` is defined by `modules`.
 pub(crate) fn shape<'a, I>(modules: I, package: &str, field: &str) -> Shape
 where
@@ -106,13 +119,12 @@ where
         }
         for rule in &m.policy {
             let (refr, kind) = match &**rule {
-                Rule::Default { refr, args, .. } => (refr, if args.is_empty() { 'd' } else { 'o' }),
+                Rule::Default { refr, args, .. } if args.is_empty() => (refr, Head::Default),
+                Rule::Default { refr, .. } => (refr, Head::Other),
                 Rule::Spec { head, .. } => match head {
-                    RuleHead::Set { refr, key, .. } => {
-                        (refr, if key.is_some() { 's' } else { 'o' })
-                    }
-                    RuleHead::Compr { refr, .. } => (refr, 'c'),
-                    RuleHead::Func { refr, .. } => (refr, 'o'),
+                    RuleHead::Set { refr, key, .. } if key.is_some() => (refr, Head::MultiValue),
+                    RuleHead::Set { refr, .. } | RuleHead::Func { refr, .. } => (refr, Head::Other),
+                    RuleHead::Compr { refr, .. } => (refr, Head::Complete),
                 },
             };
             let Some(head) = ref_path(refr) else {
@@ -125,10 +137,10 @@ where
             };
             if head == field {
                 match kind {
-                    'd' => has_default = true,
-                    's' => sets += 1,
-                    'c' => others += 1,
-                    _ => return Shape::MayBeUndefined,
+                    Head::Default => has_default = true,
+                    Head::MultiValue => sets += 1,
+                    Head::Complete => others += 1,
+                    Head::Other => return Shape::MayBeUndefined,
                 }
             } else if head.starts_with(&format!("{field}.")) {
                 // `deny.extra contains ...`: a rule tree, not one rule.
