@@ -248,42 +248,35 @@ mod tests {
         assert_eq!(of(&s, "allow"), Shape::MayBeUndefined);
         assert_eq!(of(&s, "approval"), Shape::MayBeUndefined);
 
-        let mut e = Engine::new();
-        for (p, src) in [
-            (
-                "a.rego",
+        assert_eq!(
+            deny_shape_of_files(&[
                 "package chaperone.authz\ndeny contains \"a\" if input.y\n",
-            ),
-            ("b.rego", "package chaperone.authz.deny\nx := 1\n"),
-        ] {
-            e.add_policy(p.into(), src.into())
+                "package chaperone.authz.deny\nx := 1\n",
+            ]),
+            Shape::MayBeUndefined
+        );
+    }
+
+    /// `deny`'s shape when each source is its own policy file.
+    fn deny_shape_of_files(sources: &[&str]) -> Shape {
+        let mut e = Engine::new();
+        for (i, src) in sources.iter().enumerate() {
+            e.add_policy(format!("p{i}.rego"), (*src).into())
                 .unwrap_or_else(|err| panic!("{err}"));
         }
         let mods: Vec<&Module> = e.get_modules().iter().map(|m| &**m).collect();
-        assert_eq!(
-            shape(mods.iter().copied(), "chaperone.authz", "deny"),
-            Shape::MayBeUndefined
-        );
+        shape(mods.iter().copied(), "chaperone.authz", "deny")
     }
 
     #[test]
     fn a_default_beside_a_multi_value_head_keeps_the_wrapper() {
         // Not valid together in OPA (compiling rejects it); in two files each parses, so
         // the classification must not assume either shape.
-        let mut e = Engine::new();
-        for (p, src) in [
-            ("a.rego", "package chaperone.authz\ndefault deny := []\n"),
-            (
-                "b.rego",
-                "package chaperone.authz\ndeny contains 1 if input.x\n",
-            ),
-        ] {
-            e.add_policy(p.into(), src.into())
-                .unwrap_or_else(|err| panic!("{err}"));
-        }
-        let mods: Vec<&Module> = e.get_modules().iter().map(|m| &**m).collect();
         assert_eq!(
-            shape(mods.iter().copied(), "chaperone.authz", "deny"),
+            deny_shape_of_files(&[
+                "package chaperone.authz\ndefault deny := []\n",
+                "package chaperone.authz\ndeny contains 1 if input.x\n",
+            ]),
             Shape::MayBeUndefined
         );
     }
