@@ -16,6 +16,9 @@
 //! `default` always has a value. For those the module reads the rule directly; the
 //! wrapper stays for everything else (complete rules without a default, functions, rule
 //! trees such as `deny.x`, names that only data provides, names the policies do not use).
+//! A field that no policy defines at all (the example library sets no `credential`) can
+//! only get a value from data: when the data has none either, the module writes `null`
+//! in its place, which is what the wrapper would compute, without the rule call.
 //! The result is the same object either way; only the number of rule calls changes.
 //! Were a field ever misjudged as always defined, the decision object would be undefined,
 //! and `decision_from_value` reads that as `allow = false`: the call is refused, never permitted.
@@ -56,10 +59,13 @@ pub(crate) enum Shape {
     AlwaysDefined,
     /// Anything else: read through a `default := null` wrapper.
     MayBeUndefined,
+    /// No policy module defines anything at or under it: only data can give it a value.
+    NotInPolicies,
 }
 
-/// The decision module's text for the given (already parsed) policy modules.
-pub(crate) fn module_text<'a, I>(modules: I) -> String
+/// The decision module's text for the given (already parsed) policy modules and the
+/// policy set's data document.
+pub(crate) fn module_text<'a, I>(modules: I, data: &Value) -> String
 where
     I: IntoIterator<Item = &'a Module> + Clone,
 {
@@ -69,7 +75,9 @@ where
         for field in fields {
             let path = format!("data.{package}.{field}");
             let expr = match shape(modules.clone(), package, field) {
-                Shape::AlwaysDefined => path,
+                Shape::NotInPolicies if !in_data(data, package, field) => "null".to_owned(),
+                // A data value is always defined.
+                Shape::AlwaysDefined | Shape::NotInPolicies => path,
                 Shape::MayBeUndefined => {
                     let wrapper = format!("{object}_{field}");
                     let _ = write!(out, "\ndefault {wrapper} := null\n{wrapper} := {path}\n");
@@ -81,6 +89,18 @@ where
         let _ = write!(out, "\n{object} := {{\n{members}}}\n");
     }
     out
+}
+
+/// Whether the data document has a value at `<package>.<field>`.
+fn in_data(data: &Value, package: &str, field: &str) -> bool {
+    let mut at = data;
+    for name in package.split('.').chain([field]) {
+        match at.as_object().ok().and_then(|o| o.get(&Value::from(name))) {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    true
 }
 
 /// What one rule definition is, as far as `shape` cares.
@@ -105,10 +125,16 @@ where
     let mut has_default = false;
     let mut sets = 0usize;
     let mut others = 0usize;
+    // Rules in an enclosing package (`package chaperone` with `authz.credential := ...`)
+    // may define the field under a longer head: then it is not known to be absent.
+    let mut enclosing_rules = false;
     for m in modules {
         let Some(pkg) = ref_path(&m.package.refr) else {
             return Shape::MayBeUndefined;
         };
+        if package.starts_with(&format!("{pkg}.")) && !m.policy.is_empty() {
+            enclosing_rules = true;
+        }
         // A package at or under the field (`package chaperone.authz.deny`) merges its
         // rules into the value: not a plain rule.
         if pkg == nested || pkg.starts_with(&format!("{nested}.")) {
@@ -149,6 +175,7 @@ where
         }
     }
     match (has_default, sets, others) {
+        (false, 0, 0) if !enclosing_rules => Shape::NotInPolicies,
         (false, s, 0) if s > 0 => Shape::AlwaysDefined,
         (true, 0, _) => Shape::AlwaysDefined,
         _ => Shape::MayBeUndefined,
@@ -231,8 +258,8 @@ mod tests {
         // A complete rule without a default can be undefined; a name the policies do not
         // define may still come from data.
         assert_eq!(of(&s, "scopes"), Shape::MayBeUndefined);
-        assert_eq!(of(&s, "approval"), Shape::MayBeUndefined);
-        assert_eq!(of(&s, "credential"), Shape::MayBeUndefined);
+        assert_eq!(of(&s, "approval"), Shape::NotInPolicies);
+        assert_eq!(of(&s, "credential"), Shape::NotInPolicies);
     }
 
     #[test]
@@ -269,6 +296,22 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_in_an_enclosing_package_may_define_the_field() {
+        assert_eq!(
+            deny_shape_of_files(&["package chaperone
+authz.deny contains 1 if input.x
+"]),
+            Shape::MayBeUndefined
+        );
+        assert_eq!(
+            deny_shape_of_files(&["package chaperone.other
+x := 1
+"]),
+            Shape::NotInPolicies
+        );
+    }
+
+    #[test]
     fn a_default_beside_a_multi_value_head_keeps_the_wrapper() {
         // Not valid together in OPA (compiling rejects it); in two files each parses, so
         // the classification must not assume either shape.
@@ -290,7 +333,9 @@ mod tests {
         )
         .unwrap_or_else(|err| panic!("{err}"));
         let mods: Vec<&Module> = e.get_modules().iter().map(|m| &**m).collect();
-        let text = module_text(mods.iter().copied());
+        let data = Value::from_json_str(r#"{"chaperone": {"authz": {"credential": "c"}}}"#)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let text = module_text(mods.iter().copied(), &data);
         assert!(
             text.contains("\t\"allow\": data.chaperone.authz.allow,"),
             "{text}"
@@ -299,11 +344,16 @@ mod tests {
             text.contains("\t\"deny\": data.chaperone.authz.deny,"),
             "{text}"
         );
-        assert!(text.contains("default authz_approval := null"), "{text}");
-        assert!(text.contains("\t\"approval\": authz_approval,"), "{text}");
+        // Defined nowhere: null; defined by data only: read directly.
+        assert!(text.contains("\t\"approval\": null,"), "{text}");
+        assert!(
+            text.contains("\t\"credential\": data.chaperone.authz.credential,"),
+            "{text}"
+        );
         assert!(!text.contains("authz_deny"), "{text}");
-        // The session package defines nothing here: every field is wrapped.
-        assert!(text.contains("default session_allow := null"), "{text}");
+        assert!(!text.contains("default"), "{text}");
+        // The session package defines nothing here.
+        assert!(text.contains("\t\"allow\": null,"), "{text}");
         // And the text is a valid module.
         e.add_policy(DECISION_MODULE_PATH.into(), text.clone())
             .unwrap_or_else(|err| panic!("{err}\n{text}"));

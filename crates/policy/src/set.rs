@@ -216,7 +216,7 @@ pub(crate) fn load_engine(
     engine
         .add_data(data.clone())
         .map_err(|e| PolicyError::Rego(format!("data: {e}")))?;
-    let decision = decision::module_text(engine.get_modules().iter().map(|m| &**m));
+    let decision = decision::module_text(engine.get_modules().iter().map(|m| &**m), &data);
     engine
         .add_policy(DECISION_MODULE_PATH.into(), decision)
         .map_err(|e| PolicyError::Rego(format!("internal decision module: {e}")))?;

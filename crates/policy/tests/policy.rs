@@ -144,6 +144,42 @@ fn data_files_mount_like_bundles_and_conflicts_name_both_files() {
     assert!(err.contains("a/data.yml:"), "{err}");
 }
 
+/// A decision field no policy defines still comes from data when data has it (the
+/// decision module writes `null` only for fields that neither defines), on both engines.
+#[test]
+fn decision_fields_defined_only_by_data_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.rego",
+        "package chaperone.authz\ndefault allow := true\n",
+    );
+    write(
+        dir.path(),
+        "chaperone/authz/data.yaml",
+        "credential: vaulted\nscopes: [a:read]\n",
+    );
+    for engine in [
+        chaperone_policy::EngineChoice::Compiled,
+        chaperone_policy::EngineChoice::Interpreter,
+    ] {
+        let opts = PolicyOptions {
+            engine,
+            ..Default::default()
+        };
+        let set = PolicySet::load_with(&[dir.path().to_path_buf()], &opts).unwrap();
+        let d = set.eval_call(json_to_value(&json!({})));
+        assert!(d.permitted(), "{engine:?}: {d:?}");
+        assert_eq!(d.credential.as_deref(), Some("vaulted"), "{engine:?}");
+        assert_eq!(d.scopes, Some(vec!["a:read".to_owned()]), "{engine:?}");
+        // Defined by neither: absent, as before.
+        assert!(
+            d.approval.is_empty() && d.revoke_session.is_empty(),
+            "{engine:?}"
+        );
+    }
+}
+
 #[test]
 fn revision_tracks_content() {
     let dir = tempfile::tempdir().unwrap();

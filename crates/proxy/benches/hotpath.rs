@@ -6,15 +6,15 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 
 use chaperone_config::{Credential, Environment, Inject, JwtAlgorithm, JwtProvider, Provider};
 use chaperone_credentials::{CredentialManager, IssueContext};
 use chaperone_identity::{validate_svid_leaf, SpiffeId};
 use chaperone_policy::PolicySet;
-use chaperone_proxy::input::keys;
-use chaperone_proxy::{canon, headers, input};
+use chaperone_proxy::input::EnvironmentValues;
+use chaperone_proxy::{canon, headers, input, policy_object};
 use chaperone_sessions::{InMemorySessionStore, NewSession, Session, SessionStore};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use regorus::Value;
@@ -58,12 +58,12 @@ fn attributes() -> serde_json::Map<String, serde_json::Value> {
 }
 
 fn route_value(name: &str, labels: serde_json::Value) -> Value {
-    input::obj([
-        (&keys::NAME, Value::from(name)),
-        (&keys::UPSTREAM, Value::from("http://127.0.0.1:18080")),
-        (&keys::PROTOCOL, Value::from("http")),
-        (&keys::LABELS, input::json(labels)),
-    ])
+    policy_object! {
+        NAME => Value::from(name),
+        UPSTREAM => Value::from("http://127.0.0.1:18080"),
+        PROTOCOL => Value::from("http"),
+        LABELS => input::json(labels),
+    }
 }
 
 /// `input.identity`: the pipeline builds it once per connection (`ConnInfo::identity`,
@@ -92,29 +92,29 @@ fn call_input(
         Some(s) => input::session_value(s, now),
         None => Value::Null,
     };
-    let env = Environment {
-        node: "node-1".into(),
-        namespace: "default".into(),
-        pod: "agent-0".into(),
-    };
-    let environment = input::environment_value(&env, &input::rfc3339(now));
+    // Built once per config load by the sidecar (`Routing::environment`).
+    static ENV: LazyLock<EnvironmentValues> = LazyLock::new(|| {
+        EnvironmentValues::new(&Environment {
+            node: "node-1".into(),
+            namespace: "default".into(),
+            pod: "agent-0".into(),
+        })
+    });
+    let environment = ENV.at(&input::rfc3339(now));
     let mut hm = http::HeaderMap::new();
     hm.insert("accept", http::HeaderValue::from_static("application/json"));
     hm.insert("user-agent", http::HeaderValue::from_static("bench/1"));
-    let request = input::obj([
-        (&keys::METHOD, input::method_value(&http::Method::GET)),
-        (&keys::PATH, Value::from(path)),
-        (&keys::ROUTE_PATH, Value::from(route_path)),
-        (
-            &keys::SEGMENTS,
-            input::str_array(canon::segments(route_path)),
-        ),
-        (&keys::QUERY, input::query_value(Some("limit=10"))),
-        (&keys::HOST, Value::from("")),
-        (&keys::HEADERS, headers::policy_headers(&hm)),
-        (&keys::BODY_BYTES, Value::Null),
-        (&keys::MCP, Value::Null),
-    ]);
+    let request = policy_object! {
+        METHOD => input::method_value(&http::Method::GET),
+        PATH => Value::from(path),
+        ROUTE_PATH => Value::from(route_path),
+        SEGMENTS => input::str_array(canon::segments(route_path)),
+        QUERY => input::query_value(Some("limit=10")),
+        HOST => Value::from(""),
+        HEADERS => headers::policy_headers(&hm),
+        BODY_BYTES => Value::Null,
+        MCP => Value::Null,
+    };
     input::CallInput {
         identity,
         session: session_value,

@@ -78,102 +78,154 @@ pub fn method_value(m: &http::Method) -> Value {
     }
 }
 
-/// Build an object value from input-document keys.
-pub fn obj<const N: usize>(fields: [(&Key, Value); N]) -> Value {
-    let mut m = BTreeMap::new();
-    for (k, v) in fields {
-        m.insert(k.value(), v);
+/// The keys of one object of the input document, in the order its values are given, and
+/// the order in which to insert them. Use it through [`policy_object!`](crate::policy_object).
+///
+/// Why the order: regorus builds an object in a `BTreeMap` (then copies it into its
+/// compact sorted form), and a B-tree leaf finds an insert position by comparing the new
+/// key with the stored ones from the smallest up. Inserting the keys largest first makes
+/// every insert one comparison, where the given order took about N²/4 (a key comparison
+/// is ~70 instructions; ~30 keys per call).
+pub struct Shape<const N: usize> {
+    keys: [&'static Key; N],
+    descending: OnceLock<[usize; N]>,
+}
+
+impl<const N: usize> Shape<N> {
+    pub const fn new(keys: [&'static Key; N]) -> Shape<N> {
+        Shape {
+            keys,
+            descending: OnceLock::new(),
+        }
     }
-    Value::from(m)
+
+    /// The object with `values[i]` under `keys[i]`: equal to inserting the pairs into a
+    /// map in the given order (a repeated key keeps its last value).
+    pub fn build(&self, values: [Value; N]) -> Value {
+        let order = self.descending.get_or_init(|| {
+            let mut order: [usize; N] = std::array::from_fn(|i| i);
+            // Stable: of two equal keys the later one is still inserted last.
+            order.sort_by(|&a, &b| self.keys[b].text.cmp(self.keys[a].text));
+            order
+        });
+        let mut values = values.map(Some);
+        let mut map = BTreeMap::new();
+        for &i in order {
+            if let (Some(key), Some(value)) = (self.keys.get(i), values.get_mut(i)) {
+                map.insert(key.value(), value.take().unwrap_or(Value::Null));
+            }
+        }
+        Value::from(map)
+    }
+}
+
+/// `template` (an object) with `key` set to `value`: for objects whose other fields are
+/// built once. Copies the template's entries (reference-count bumps) and replaces one.
+fn with_field(template: &Value, key: &Key, value: Value) -> Value {
+    let mut out = template.clone();
+    if let Ok(object) = out.as_object_mut() {
+        object.insert(key.value(), value);
+    }
+    out
+}
+
+/// An input-document object from `KEY => value` pairs (the names of [`keys`]), its keys
+/// inserted in the cheap order worked out once per call site ([`Shape`]):
+///
+/// ```ignore
+/// policy_object! { METHOD => method, PATH => path }
+/// ```
+#[macro_export]
+macro_rules! policy_object {
+    ($($key:ident => $value:expr),+ $(,)?) => {{
+        static SHAPE: $crate::input::Shape<{ [$(stringify!($key)),+].len() }> =
+            $crate::input::Shape::new([$(&$crate::input::keys::$key),+]);
+        SHAPE.build([$($value),+])
+    }};
+}
+
+/// An object from key-value pairs, the general way (a later pair wins over an earlier
+/// one with the same key).
+fn pairs_to_object(pairs: impl IntoIterator<Item = (Value, Value)>) -> Value {
+    Value::from(pairs.into_iter().collect::<BTreeMap<_, _>>())
+}
+
+/// `{}`, built once: an empty query, a session's routes before its first call.
+fn empty_object() -> Value {
+    static EMPTY: OnceLock<Value> = OnceLock::new();
+    EMPTY
+        .get_or_init(|| Value::from(BTreeMap::<Value, Value>::new()))
+        .clone()
 }
 
 pub fn str_array<'a>(items: impl IntoIterator<Item = &'a str>) -> Value {
-    Value::from(items.into_iter().map(Value::from).collect::<Vec<_>>())
+    let items: Vec<Value> = items.into_iter().map(Value::from).collect();
+    if items.is_empty() {
+        static EMPTY: OnceLock<Value> = OnceLock::new();
+        return EMPTY.get_or_init(|| Value::from(Vec::new())).clone();
+    }
+    Value::from(items)
 }
 
 pub fn json(v: serde_json::Value) -> Value {
     Value::from(v)
 }
 
-/// The fields of `input.session` that never change for a session, as policy values.
-struct SessionStatic {
-    id: Value,
-    task: Value,
-    intent: Value,
-    scopes: Value,
-    created_at: Value,
-    expires_at: Value,
-    delegation_chain: Value,
-}
+/// `input.session` without `stats` (which is `null` here): the fields that never change
+/// for a session, converted once (kept in `Session::derived`).
+struct SessionStatic(Value);
 
-/// `input.session` for a live session: equal to `json(s.policy_view(now))`, but the
-/// fixed fields are converted once per session (kept in `Session::derived`) and only
-/// `stats` is built per call.
+/// `input.session` for a live session: equal to `json(s.policy_view(now))`, but only
+/// `stats` is built per call, into a copy of the session's fixed part.
 pub fn session_value(s: &chaperone_sessions::Session, now: std::time::SystemTime) -> Value {
     let cached = s.derived.get_or_init(|| {
-        std::sync::Arc::new(SessionStatic {
-            id: Value::from(s.id.as_str()),
-            task: Value::from(s.task.as_str()),
-            intent: json(s.intent.clone()),
-            scopes: str_array(s.scopes.iter().map(String::as_str)),
-            created_at: Value::from(chaperone_sessions::rfc3339(s.created_at)),
-            expires_at: Value::from(chaperone_sessions::rfc3339(s.expires_at)),
-            delegation_chain: str_array(s.delegation_chain.iter().map(String::as_str)),
-        })
+        std::sync::Arc::new(SessionStatic(policy_object! {
+            ID => Value::from(s.id.as_str()),
+            TASK => Value::from(s.task.as_str()),
+            INTENT => json(s.intent.clone()),
+            SCOPES => str_array(s.scopes.iter().map(String::as_str)),
+            CREATED_AT => Value::from(chaperone_sessions::rfc3339(s.created_at)),
+            EXPIRES_AT => Value::from(chaperone_sessions::rfc3339(s.expires_at)),
+            DELEGATION_CHAIN => str_array(s.delegation_chain.iter().map(String::as_str)),
+            STATS => Value::Null,
+        }))
     });
-    let Some(st) = cached.downcast_ref::<SessionStatic>() else {
+    let Some(SessionStatic(fixed)) = cached.downcast_ref::<SessionStatic>() else {
         // Another consumer's type in the slot: build the view the slow way.
         return json(s.policy_view(now));
     };
     let stats = s.stats(now);
-    let mut routes = BTreeMap::new();
-    for (k, v) in &stats.routes {
-        routes.insert(Value::from(k.as_str()), Value::from(*v));
-    }
-    obj([
-        (&keys::ID, st.id.clone()),
-        (&keys::TASK, st.task.clone()),
-        (&keys::INTENT, st.intent.clone()),
-        (&keys::SCOPES, st.scopes.clone()),
-        (&keys::CREATED_AT, st.created_at.clone()),
-        (&keys::EXPIRES_AT, st.expires_at.clone()),
-        (&keys::DELEGATION_CHAIN, st.delegation_chain.clone()),
-        (
-            &keys::STATS,
-            obj([
-                (&keys::REQUESTS, Value::from(stats.requests)),
-                (&keys::DENIED, Value::from(stats.denied)),
-                (&keys::ROUTES, Value::from(routes)),
-                (
-                    &keys::DATA_DOMAINS,
-                    str_array(stats.data_domains.iter().map(String::as_str)),
-                ),
-                (
-                    &keys::REQUESTS_LAST_MINUTE,
-                    Value::from(stats.requests_last_minute),
-                ),
-            ]),
-        ),
-    ])
+    let routes = if stats.routes.is_empty() {
+        empty_object()
+    } else {
+        pairs_to_object(
+            stats
+                .routes
+                .iter()
+                .map(|(k, v)| (Value::from(k.as_str()), Value::from(*v))),
+        )
+    };
+    let stats = policy_object! {
+        REQUESTS => Value::from(stats.requests),
+        DENIED => Value::from(stats.denied),
+        ROUTES => routes,
+        DATA_DOMAINS => str_array(stats.data_domains.iter().map(String::as_str)),
+        REQUESTS_LAST_MINUTE => Value::from(stats.requests_last_minute),
+    };
+    with_field(fixed, &keys::STATS, stats)
 }
 
 /// `input.route`.
 pub fn route_value(r: &Route) -> Value {
-    obj([
-        (&keys::NAME, Value::from(r.name.as_str())),
-        (&keys::UPSTREAM, Value::from(r.upstream.url.as_str())),
-        (
-            &keys::PROTOCOL,
-            Value::from(match r.protocol {
-                chaperone_config::Protocol::Http => "http",
-                chaperone_config::Protocol::Mcp => "mcp",
-            }),
-        ),
-        (
-            &keys::LABELS,
-            json(serde_json::Value::Object(r.labels.clone())),
-        ),
-    ])
+    policy_object! {
+        NAME => Value::from(r.name.as_str()),
+        UPSTREAM => Value::from(r.upstream.url.as_str()),
+        PROTOCOL => Value::from(match r.protocol {
+            chaperone_config::Protocol::Http => "http",
+            chaperone_config::Protocol::Mcp => "mcp",
+        }),
+        LABELS => json(serde_json::Value::Object(r.labels.clone())),
+    }
 }
 
 /// `input.identity`.
@@ -183,42 +235,52 @@ pub fn identity_value(
     path: &str,
     attributes: &chaperone_config::JsonMap,
 ) -> Value {
-    obj([
-        (&keys::SPIFFE_ID, Value::from(spiffe_id)),
-        (&keys::TRUST_DOMAIN, Value::from(trust_domain)),
-        (&keys::PATH, Value::from(path)),
-        (
-            &keys::ATTRIBUTES,
-            json(serde_json::Value::Object(attributes.clone())),
-        ),
-    ])
+    policy_object! {
+        SPIFFE_ID => Value::from(spiffe_id),
+        TRUST_DOMAIN => Value::from(trust_domain),
+        PATH => Value::from(path),
+        ATTRIBUTES => json(serde_json::Value::Object(attributes.clone())),
+    }
 }
 
 /// `input.environment` for the current time.
 pub fn environment_value(env: &Environment, now_rfc3339: &str) -> Value {
-    obj([
-        (&keys::TIME, Value::from(now_rfc3339)),
-        (&keys::NODE, Value::from(env.node.as_str())),
-        (&keys::NAMESPACE, Value::from(env.namespace.as_str())),
-        (&keys::POD, Value::from(env.pod.as_str())),
-    ])
+    EnvironmentValues::new(env).at(now_rfc3339)
+}
+
+/// `input.environment` but the time (`null` here), built once per config load (kept in
+/// the sidecar's routing state).
+pub struct EnvironmentValues(Value);
+
+impl EnvironmentValues {
+    pub fn new(env: &Environment) -> EnvironmentValues {
+        EnvironmentValues(policy_object! {
+            TIME => Value::Null,
+            NODE => Value::from(env.node.as_str()),
+            NAMESPACE => Value::from(env.namespace.as_str()),
+            POD => Value::from(env.pod.as_str()),
+        })
+    }
+
+    /// `input.environment` at `now_rfc3339`.
+    pub fn at(&self, now_rfc3339: &str) -> Value {
+        with_field(&self.0, &keys::TIME, Value::from(now_rfc3339))
+    }
 }
 
 /// Parse a query string into `{"k": ["v", ...]}`.
 pub fn query_value(q: Option<&str>) -> Value {
-    let mut m: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    if let Some(q) = q {
-        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-            m.entry(k.into_owned())
-                .or_default()
-                .push(Value::from(v.as_ref()));
-        }
+    let Some(q) = q.filter(|q| !q.is_empty()) else {
+        return empty_object();
+    };
+    let mut m: BTreeMap<std::borrow::Cow<'_, str>, Vec<Value>> = BTreeMap::new();
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        m.entry(k).or_default().push(Value::from(v.as_ref()));
     }
-    let mut out = BTreeMap::new();
-    for (k, v) in m {
-        out.insert(Value::from(k), Value::from(v));
-    }
-    Value::from(out)
+    pairs_to_object(
+        m.into_iter()
+            .map(|(k, v)| (Value::from(k.as_ref()), Value::from(v))),
+    )
 }
 
 /// The whole call input.
@@ -232,13 +294,13 @@ pub struct CallInput {
 
 impl CallInput {
     pub fn into_value(self) -> Value {
-        obj([
-            (&keys::IDENTITY, self.identity),
-            (&keys::SESSION, self.session),
-            (&keys::REQUEST, self.request),
-            (&keys::ROUTE, self.route),
-            (&keys::ENVIRONMENT, self.environment),
-        ])
+        policy_object! {
+            IDENTITY => self.identity,
+            SESSION => self.session,
+            REQUEST => self.request,
+            ROUTE => self.route,
+            ENVIRONMENT => self.environment,
+        }
     }
 }
 
@@ -254,6 +316,91 @@ mod tests {
     use super::*;
     use chaperone_sessions::{InMemorySessionStore, NewSession, SessionStore};
     use std::time::{Duration, SystemTime};
+
+    /// A shape's object equals the map built pair by pair in the given order: same
+    /// entries, a repeated key keeping its last value; the next call is independent.
+    #[test]
+    fn shapes_build_what_a_map_would() {
+        static THREE: Shape<3> = Shape::new([&keys::TASK, &keys::ID, &keys::SCOPES]);
+        static REPEATED: Shape<3> = Shape::new([&keys::ID, &keys::TASK, &keys::ID]);
+        let map = |pairs: &[(&str, Value)]| {
+            pairs_to_object(pairs.iter().map(|(k, v)| (Value::from(*k), v.clone())))
+        };
+        let a = THREE.build([Value::from("t"), Value::from(1u64), Value::Null]);
+        assert_eq!(
+            a,
+            map(&[
+                ("task", "t".into()),
+                ("id", 1u64.into()),
+                ("scopes", Value::Null)
+            ])
+        );
+        let b = THREE.build([Value::from("u"), Value::from(2u64), str_array(["x"])]);
+        assert_eq!(
+            b,
+            map(&[
+                ("task", "u".into()),
+                ("id", 2u64.into()),
+                ("scopes", str_array(["x"]))
+            ])
+        );
+        assert_ne!(a, b);
+        let r = REPEATED.build([Value::from(1u64), Value::from("t"), Value::from(3u64)]);
+        assert_eq!(r, map(&[("id", 3u64.into()), ("task", "t".into())]));
+        // Through the macro, as the input builders use it.
+        let m = policy_object! { NAME => Value::from("kb"), LABELS => empty_object() };
+        assert_eq!(m, map(&[("name", "kb".into()), ("labels", empty_object())]));
+    }
+
+    /// The environment copy carries this call's time and leaves the fixed part alone.
+    #[test]
+    fn environment_values_fill_in_the_time() {
+        let env = EnvironmentValues::new(&Environment {
+            node: "n1".into(),
+            namespace: "ns".into(),
+            pod: "p0".into(),
+        });
+        let expected = |time: &str| {
+            pairs_to_object([
+                (Value::from("time"), Value::from(time)),
+                (Value::from("node"), Value::from("n1")),
+                (Value::from("namespace"), Value::from("ns")),
+                (Value::from("pod"), Value::from("p0")),
+            ])
+        };
+        assert_eq!(
+            env.at("2026-12-03T10:00:00Z"),
+            expected("2026-12-03T10:00:00Z")
+        );
+        assert_eq!(
+            env.at("2026-12-03T10:00:01Z"),
+            expected("2026-12-03T10:00:01Z")
+        );
+        assert_eq!(
+            environment_value(
+                &Environment {
+                    node: "n1".into(),
+                    namespace: "ns".into(),
+                    pod: "p0".into()
+                },
+                "t"
+            ),
+            expected("t")
+        );
+    }
+
+    #[test]
+    fn empty_query_and_query_values() {
+        assert_eq!(query_value(None), pairs_to_object([]));
+        assert_eq!(query_value(Some("")), pairs_to_object([]));
+        assert_eq!(
+            query_value(Some("b=2&a=1&b=%20x")),
+            pairs_to_object([
+                (Value::from("a"), str_array(["1"])),
+                (Value::from("b"), str_array(["2", " x"])),
+            ])
+        );
+    }
 
     /// Every key's value is its text (a typo in the table would rename an input field).
     #[test]

@@ -15,8 +15,9 @@ use regorus::Value;
 
 use crate::body::{full, BoxError, ProxyBody};
 use crate::error::{Code, Refusal};
-use crate::input::{self, keys, obj};
+use crate::input;
 use crate::pipeline::ConnInfo;
+use crate::policy_object;
 use crate::sidecar::Sidecar;
 
 /// Check headers and parse the body; refusals carry the JSON-RPC id when known.
@@ -45,25 +46,13 @@ pub fn too_large(max: usize) -> Refusal {
 
 /// `input.request.mcp`.
 pub fn mcp_value(m: &McpRequest) -> Value {
-    obj([
-        (&keys::METHOD, Value::from(m.method.as_str())),
-        (
-            &keys::ID,
-            m.id.clone().map(input::json).unwrap_or(Value::Null),
-        ),
-        (
-            &keys::TOOL,
-            m.tool.as_deref().map(Value::from).unwrap_or(Value::Null),
-        ),
-        (&keys::ARGUMENTS, input::json(m.arguments.clone())),
-        (
-            &keys::CLIENT_INFO,
-            m.client_info
-                .clone()
-                .map(input::json)
-                .unwrap_or(Value::Null),
-        ),
-    ])
+    policy_object! {
+        METHOD => Value::from(m.method.as_str()),
+        ID => m.id.clone().map(input::json).unwrap_or(Value::Null),
+        TOOL => m.tool.as_deref().map(Value::from).unwrap_or(Value::Null),
+        ARGUMENTS => input::json(m.arguments.clone()),
+        CLIENT_INFO => m.client_info.clone().map(input::json).unwrap_or(Value::Null),
+    }
 }
 
 /// A refusal on an MCP route: HTTP status of SPEC §9, JSON-RPC error body so MCP
@@ -142,16 +131,13 @@ impl ToolsFilter {
         let make = self.make_input.clone();
         let key = hidden_key(&self.conn, self.session.as_deref(), &self.route);
         move |name: &str, _tool: &serde_json::Value| {
-            let mcp = obj([
-                (&keys::METHOD, Value::from("tools/call")),
-                (&keys::ID, Value::Null),
-                (&keys::TOOL, Value::from(name)),
-                (
-                    &keys::ARGUMENTS,
-                    Value::from(std::collections::BTreeMap::<Value, Value>::new()),
-                ),
-                (&keys::CLIENT_INFO, Value::Null),
-            ]);
+            let mcp = policy_object! {
+                METHOD => Value::from("tools/call"),
+                ID => Value::Null,
+                TOOL => Value::from(name),
+                ARGUMENTS => Value::from(std::collections::BTreeMap::<Value, Value>::new()),
+                CLIENT_INFO => Value::Null,
+            };
             let d = sc.policy.current().eval_call(make(mcp));
             let ok = d.permitted() && d.revoke_session.is_empty();
             let mut hidden = sc.hidden_tools.entry(key.clone()).or_default();

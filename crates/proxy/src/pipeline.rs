@@ -43,8 +43,9 @@ use crate::body::{self, ProxyBody};
 use crate::canon;
 use crate::error::{Code, Refusal};
 use crate::headers::{self, SESSION_HEADER};
-use crate::input::{self, keys, obj, CallInput};
+use crate::input::{self, CallInput};
 use crate::mcp_phase;
+use crate::policy_object;
 use crate::sidecar::{intent_summary, Sidecar};
 use crate::sniff::{Verdict, Verdicts};
 
@@ -397,7 +398,7 @@ async fn decide_and_forward(
         Some(s) => input::session_value(s, now),
         None => Value::Null,
     };
-    let env_value = input::environment_value(&cfg.environment, &input::rfc3339(now));
+    let env_value = routing.environment.at(&input::rfc3339(now));
     let segments = input::str_array(canon::segments(&route_path));
     let request_base = RequestParts {
         method: input::method_value(&parts.method),
@@ -552,20 +553,17 @@ struct RequestParts {
 
 impl RequestParts {
     fn to_value(&self, mcp: Value) -> Value {
-        obj([
-            (&keys::METHOD, self.method.clone()),
-            (&keys::PATH, self.path.clone()),
-            (&keys::ROUTE_PATH, self.route_path.clone()),
-            (&keys::SEGMENTS, self.segments.clone()),
-            (&keys::QUERY, self.query.clone()),
-            (&keys::HOST, self.host.clone()),
-            (&keys::HEADERS, self.headers.clone()),
-            (
-                &keys::BODY_BYTES,
-                self.body_bytes.map(Value::from).unwrap_or(Value::Null),
-            ),
-            (&keys::MCP, mcp),
-        ])
+        policy_object! {
+            METHOD => self.method.clone(),
+            PATH => self.path.clone(),
+            ROUTE_PATH => self.route_path.clone(),
+            SEGMENTS => self.segments.clone(),
+            QUERY => self.query.clone(),
+            HOST => self.host.clone(),
+            HEADERS => self.headers.clone(),
+            BODY_BYTES => self.body_bytes.map(Value::from).unwrap_or(Value::Null),
+            MCP => mcp,
+        }
     }
 }
 

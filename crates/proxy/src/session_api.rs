@@ -22,8 +22,9 @@ use serde::Deserialize;
 use crate::body::ProxyBody;
 use crate::error::{json_response, Code, Refusal};
 use crate::headers::SESSION_HEADER;
-use crate::input::{self, keys, obj};
+use crate::input;
 use crate::pipeline::{CallRecord, ConnInfo};
+use crate::policy_object;
 use crate::sidecar::{identity_for, session_event, Sidecar};
 
 const MAX_BODY: usize = 64 * 1024;
@@ -149,14 +150,11 @@ pub fn session_input_raw(
     session: serde_json::Value,
     now: SystemTime,
 ) -> Value {
-    obj([
-        (&keys::IDENTITY, identity),
-        (&keys::SESSION, input::json(session)),
-        (
-            &keys::ENVIRONMENT,
-            input::environment_value(&cfg.environment, &input::rfc3339(now)),
-        ),
-    ])
+    policy_object! {
+        IDENTITY => identity,
+        SESSION => input::json(session),
+        ENVIRONMENT => input::environment_value(&cfg.environment, &input::rfc3339(now)),
+    }
 }
 
 /// `input` for `data.chaperone.session`.
@@ -169,14 +167,11 @@ pub fn session_input(
 ) -> Value {
     let mut s = session.clone();
     s["parent"] = parent.cloned().unwrap_or(serde_json::Value::Null);
-    obj([
-        (&keys::IDENTITY, identity),
-        (&keys::SESSION, input::json(s)),
-        (
-            &keys::ENVIRONMENT,
-            input::environment_value(&cfg.environment, &input::rfc3339(now)),
-        ),
-    ])
+    policy_object! {
+        IDENTITY => identity,
+        SESSION => input::json(s),
+        ENVIRONMENT => input::environment_value(&cfg.environment, &input::rfc3339(now)),
+    }
 }
 
 fn fmt_duration(d: Duration) -> String {

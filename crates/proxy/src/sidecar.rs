@@ -30,6 +30,8 @@ pub struct Routing {
     /// Every header any configured credential injects (stripped from agent requests).
     pub inject_headers: Vec<HeaderName>,
     pub upstreams: Upstreams,
+    /// `input.environment` but the time, as policy values.
+    pub environment: crate::input::EnvironmentValues,
 }
 
 impl Routing {
@@ -41,6 +43,7 @@ impl Routing {
             inject_headers: credentials.inject_headers(),
             credentials,
             upstreams: Upstreams::new(&cfg.routes)?,
+            environment: crate::input::EnvironmentValues::new(&cfg.environment),
         })
     }
 }
