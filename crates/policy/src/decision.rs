@@ -1,8 +1,11 @@
 //! The internal decision module: one rule per entry point that gathers the rules chaperone
-//! reads (`allow`, `deny`, ...) into one object, so that one evaluation computes every
-//! shared helper rule once.
+//! reads (`allow`, `deny`, ...) into one value, so that one evaluation computes every
+//! shared helper rule once. The value is an array in the order of the entry's fields
+//! ([`ENTRIES`], read back with [`member`]): regorus builds an object literal through a
+//! B-tree and reads it back by key comparisons, an array is one allocation read by index
+//! (≈ 4 k instructions per decision less, 3 % of the example library's).
 //!
-//! A rule the policies leave undefined must read as `null`, not make the whole object
+//! A rule the policies leave undefined must read as `null`, not make the whole value
 //! undefined, so in general each field goes through a wrapper with a `default`:
 //!
 //! ```rego
@@ -15,12 +18,13 @@
 //! rule (`deny contains ...`) is an empty set when no definition holds, and a rule with a
 //! `default` always has a value. For those the module reads the rule directly; the
 //! wrapper stays for everything else (complete rules without a default, functions, rule
-//! trees such as `deny.x`, names that only data provides, names the policies do not use).
+//! trees such as `deny.x`, rules of an enclosing package that could define the field).
 //! A field that no policy defines at all (the example library sets no `credential`) can
 //! only get a value from data: when the data has none either, the module writes `null`
-//! in its place, which is what the wrapper would compute, without the rule call.
-//! The result is the same object either way; only the number of rule calls changes.
-//! Were a field ever misjudged as always defined, the decision object would be undefined,
+//! in its place, which is what the wrapper would compute, without the rule call; when
+//! the data has one, the module reads it directly (a data value is always defined).
+//! The result is the same value either way; only the number of rule calls changes.
+//! Were a field ever misjudged as always defined, the decision value would be undefined,
 //! and `decision_from_value` reads that as `allow = false`: the call is refused, never permitted.
 
 use std::fmt::Write as _;
@@ -31,7 +35,8 @@ use regorus::Value;
 /// Path of the generated module in error messages.
 pub(crate) const DECISION_MODULE_PATH: &str = "<chaperone-internal>/decision.rego";
 
-/// `(object name, package, fields)` of each entry point, in the order of the module.
+/// `(entry name, package, fields)` of each entry point, in the order of the module; the
+/// fields in the order of the entry's array.
 const ENTRIES: [(&str, &str, &[&str]); 2] = [
     (
         "authz",
@@ -84,11 +89,24 @@ where
                     wrapper
                 }
             };
-            let _ = writeln!(members, "\t\"{field}\": {expr},");
+            let _ = writeln!(members, "\t{expr}, # {field}");
         }
-        let _ = write!(out, "\n{object} := {{\n{members}}}\n");
+        let _ = write!(out, "\n{object} := [\n{members}]\n");
     }
     out
+}
+
+/// `field` of the decision value `decision` of entry `entry` (`"authz"`, `"session"`):
+/// undefined when the value is not the module's array (an evaluation error upstream).
+pub(crate) fn member<'a>(decision: &'a Value, entry: &str, field: &str) -> &'a Value {
+    let index = ENTRIES
+        .iter()
+        .find(|(name, _, _)| *name == entry)
+        .and_then(|(_, _, fields)| fields.iter().position(|f| *f == field));
+    match (decision, index) {
+        (Value::Array(items), Some(i)) => items.get(i).unwrap_or(&Value::Undefined),
+        _ => &Value::Undefined,
+    }
 }
 
 /// Whether the data document has a value at `<package>.<field>`.
@@ -337,25 +355,42 @@ x := 1
             .unwrap_or_else(|err| panic!("{err}"));
         let text = module_text(mods.iter().copied(), &data);
         assert!(
-            text.contains("\t\"allow\": data.chaperone.authz.allow,"),
+            text.contains("\tdata.chaperone.authz.allow, # allow\n"),
             "{text}"
         );
         assert!(
-            text.contains("\t\"deny\": data.chaperone.authz.deny,"),
+            text.contains("\tdata.chaperone.authz.deny, # deny\n"),
             "{text}"
         );
         // Defined nowhere: null; defined by data only: read directly.
-        assert!(text.contains("\t\"approval\": null,"), "{text}");
+        assert!(text.contains("\tnull, # approval\n"), "{text}");
         assert!(
-            text.contains("\t\"credential\": data.chaperone.authz.credential,"),
+            text.contains("\tdata.chaperone.authz.credential, # credential\n"),
             "{text}"
         );
         assert!(!text.contains("authz_deny"), "{text}");
         assert!(!text.contains("default"), "{text}");
         // The session package defines nothing here.
-        assert!(text.contains("\t\"allow\": null,"), "{text}");
-        // And the text is a valid module.
+        assert!(text.contains("\tnull, # allow\n"), "{text}");
+        // And the text is a valid module whose value `member` reads by field name.
         e.add_policy(DECISION_MODULE_PATH.into(), text.clone())
             .unwrap_or_else(|err| panic!("{err}\n{text}"));
+        e.add_data(data).unwrap_or_else(|err| panic!("{err}"));
+        e.set_input(Value::from_json_str(r#"{"x": true}"#).unwrap_or_else(|err| panic!("{err}")));
+        let authz = e
+            .eval_rule("data.__chaperone__.authz".into())
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(member(&authz, "authz", "allow"), &Value::from(false));
+        assert_eq!(member(&authz, "authz", "credential"), &Value::from("c"));
+        assert_eq!(member(&authz, "authz", "approval"), &Value::Null);
+        assert_eq!(
+            member(&authz, "authz", "deny")
+                .as_set()
+                .map(|s| s.len())
+                .ok(),
+            Some(1)
+        );
+        assert_eq!(member(&authz, "authz", "no_such_field"), &Value::Undefined);
+        assert_eq!(member(&Value::Null, "authz", "allow"), &Value::Undefined);
     }
 }
