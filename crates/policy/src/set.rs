@@ -458,52 +458,34 @@ fn note(slot: &mut Option<String>, r: Result<(), String>) {
 /// Turn the gathered authz value into a [`Decision`], failing closed on any type error.
 /// Fields that parsed are kept (so `revoke_session` still applies), but `allow` is false.
 pub(crate) fn decision_from_value(v: &Value) -> Decision {
+    let field = |name| decision::member(v, "authz", name);
     let mut d = Decision::default();
     let mut err = None;
     note(
         &mut err,
-        want_bool(
-            decision::member(v, "authz", "allow"),
-            "data.chaperone.authz.allow",
-        )
-        .map(|b| d.allow = b),
+        want_bool(field("allow"), "data.chaperone.authz.allow").map(|b| d.allow = b),
+    );
+    note(
+        &mut err,
+        want_string_set(field("deny"), "data.chaperone.authz.deny").map(|x| d.deny = x),
+    );
+    note(
+        &mut err,
+        want_string_set(field("approval"), "data.chaperone.authz.approval").map(|x| d.approval = x),
+    );
+    note(
+        &mut err,
+        want_opt_string(field("credential"), "data.chaperone.authz.credential")
+            .map(|x| d.credential = x),
+    );
+    note(
+        &mut err,
+        want_opt_string_list(field("scopes"), "data.chaperone.authz.scopes").map(|x| d.scopes = x),
     );
     note(
         &mut err,
         want_string_set(
-            decision::member(v, "authz", "deny"),
-            "data.chaperone.authz.deny",
-        )
-        .map(|x| d.deny = x),
-    );
-    note(
-        &mut err,
-        want_string_set(
-            decision::member(v, "authz", "approval"),
-            "data.chaperone.authz.approval",
-        )
-        .map(|x| d.approval = x),
-    );
-    note(
-        &mut err,
-        want_opt_string(
-            decision::member(v, "authz", "credential"),
-            "data.chaperone.authz.credential",
-        )
-        .map(|x| d.credential = x),
-    );
-    note(
-        &mut err,
-        want_opt_string_list(
-            decision::member(v, "authz", "scopes"),
-            "data.chaperone.authz.scopes",
-        )
-        .map(|x| d.scopes = x),
-    );
-    note(
-        &mut err,
-        want_string_set(
-            decision::member(v, "authz", "revoke_session"),
+            field("revoke_session"),
             "data.chaperone.authz.revoke_session",
         )
         .map(|x| d.revoke_session = x),
@@ -517,45 +499,32 @@ pub(crate) fn decision_from_value(v: &Value) -> Decision {
 
 /// Turn the gathered session value into a [`SessionDecision`], failing closed.
 pub(crate) fn session_from_value(v: &Value) -> SessionDecision {
+    let field = |name| decision::member(v, "session", name);
     let mut d = SessionDecision::default();
     let mut err = None;
     note(
         &mut err,
-        want_bool(
-            decision::member(v, "session", "allow"),
-            "data.chaperone.session.allow",
-        )
-        .map(|b| d.allow = b),
+        want_bool(field("allow"), "data.chaperone.session.allow").map(|b| d.allow = b),
     );
     note(
         &mut err,
-        want_string_set(
-            decision::member(v, "session", "deny"),
-            "data.chaperone.session.deny",
-        )
-        .map(|x| d.deny = x),
+        want_string_set(field("deny"), "data.chaperone.session.deny").map(|x| d.deny = x),
     );
     note(
         &mut err,
-        want_opt_string_list(
-            decision::member(v, "session", "scopes"),
-            "data.chaperone.session.scopes",
-        )
-        .map(|x| d.scopes = x),
+        want_opt_string_list(field("scopes"), "data.chaperone.session.scopes")
+            .map(|x| d.scopes = x),
     );
-    let ttl = want_opt_string(
-        decision::member(v, "session", "max_ttl"),
-        "data.chaperone.session.max_ttl",
-    )
-    .and_then(|s| match s {
-        None => Ok(None),
-        Some(s) => match parse_duration(&s) {
-            Some(d) if !d.is_zero() => Ok(Some(d)),
-            _ => Err(format!(
-                "data.chaperone.session.max_ttl {s:?} is not a positive duration like \"10m\""
-            )),
-        },
-    });
+    let ttl =
+        want_opt_string(field("max_ttl"), "data.chaperone.session.max_ttl").and_then(|s| match s {
+            None => Ok(None),
+            Some(s) => match parse_duration(&s) {
+                Some(d) if !d.is_zero() => Ok(Some(d)),
+                _ => Err(format!(
+                    "data.chaperone.session.max_ttl {s:?} is not a positive duration like \"10m\""
+                )),
+            },
+        });
     note(&mut err, ttl.map(|t| d.max_ttl = t));
     if err.is_some() {
         d.allow = false;

@@ -150,19 +150,25 @@ fn pairs_to_object(pairs: impl IntoIterator<Item = (Value, Value)>) -> Value {
     Value::from(pairs.into_iter().collect::<BTreeMap<_, _>>())
 }
 
-/// `{}`, built once: an empty query, a session's routes before its first call.
-fn empty_object() -> Value {
+/// `{}`, built once: an empty query, a session's routes before its first call, the
+/// arguments of the tools/list filter's synthetic calls.
+pub(crate) fn empty_object() -> Value {
     static EMPTY: OnceLock<Value> = OnceLock::new();
     EMPTY
         .get_or_init(|| Value::from(BTreeMap::<Value, Value>::new()))
         .clone()
 }
 
+/// `[]`, built once: no data domains yet, no delegation, no segments.
+fn empty_array() -> Value {
+    static EMPTY: OnceLock<Value> = OnceLock::new();
+    EMPTY.get_or_init(|| Value::from(Vec::new())).clone()
+}
+
 pub fn str_array<'a>(items: impl IntoIterator<Item = &'a str>) -> Value {
     let items: Vec<Value> = items.into_iter().map(Value::from).collect();
     if items.is_empty() {
-        static EMPTY: OnceLock<Value> = OnceLock::new();
-        return EMPTY.get_or_init(|| Value::from(Vec::new())).clone();
+        return empty_array();
     }
     Value::from(items)
 }

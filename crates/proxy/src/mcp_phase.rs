@@ -135,7 +135,7 @@ impl ToolsFilter {
                 METHOD => Value::from("tools/call"),
                 ID => Value::Null,
                 TOOL => Value::from(name),
-                ARGUMENTS => Value::from(std::collections::BTreeMap::<Value, Value>::new()),
+                ARGUMENTS => input::empty_object(),
                 CLIENT_INFO => Value::Null,
             };
             let d = sc.policy.current().eval_call(make(mcp));
