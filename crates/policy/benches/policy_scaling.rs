@@ -9,6 +9,10 @@ use std::time::Duration;
 use chaperone_policy::{json_to_value, PolicySet};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 
+// The sidecar binary's allocator (crates/cli/src/main.rs), as in the hotpath benchmark.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn input_json() -> serde_json::Value {
     serde_json::json!({
         "identity": {"spiffe_id": "spiffe://bench.chaperone.local/ns/support/sa/bot",

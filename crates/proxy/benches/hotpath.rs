@@ -19,6 +19,11 @@ use chaperone_sessions::{InMemorySessionStore, NewSession, Session, SessionStore
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use regorus::Value;
 
+// The sidecar binary's allocator (crates/cli/src/main.rs): the decision path allocates
+// many small policy values, so what an allocation costs is part of what is measured here.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const AGENT: &str = "spiffe://bench.chaperone.local/ns/support/sa/helpdesk-bot";
 
 fn policies_dir() -> PathBuf {
