@@ -5,27 +5,25 @@
 #   a human approves the call.
 package chaperone.authz
 
-agent_kind := input.identity.attributes.kind
-
 deny contains sprintf("Support agents are read-only: the %s method is not allowed (only %s).", [input.request.method, concat(" and ", data.settings.read_only_methods)]) if {
-	agent_kind == "support"
+	input.identity.attributes.kind == "support"
 	not is_mcp
 	not input.request.method in data.settings.read_only_methods
 }
 
 deny contains sprintf("Support agents may only call read-only MCP tools; %q is not one of them.", [mcp_tool]) if {
 	mcp_tool
-	agent_kind == "support"
+	input.identity.attributes.kind == "support"
 	not mcp_tool in data.settings.read_only_tools
 }
 
 # Also when the identity has no kind at all.
 deny contains "Only code agents may call deploy routes." if {
 	input.route.labels.action == "deploy"
-	not agent_kind == "code"
+	not input.identity.attributes.kind == "code"
 }
 
 approval contains "Deploying requires a human approval." if {
 	input.route.labels.action == "deploy"
-	agent_kind == "code"
+	input.identity.attributes.kind == "code"
 }

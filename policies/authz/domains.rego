@@ -7,5 +7,5 @@ deny contains sprintf("This session has already handled %s data, so it may not r
 	domain := input.route.labels.data_domain
 	some rule in data.settings.cross_domain
 	rule.to == domain
-	rule.from in object.get(object.get(input.session, "stats", {}), "data_domains", [])
+	rule.from in input.session.stats.data_domains
 }

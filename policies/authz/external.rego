@@ -2,14 +2,12 @@
 # attribute `external: true` whose session intent also declares `external: true`.
 package chaperone.authz
 
-external_route if input.route.labels.external == true
-
 deny contains sprintf("The route %q leaves the organisation, and this identity is not allowed to reach external destinations.", [input.route.name]) if {
-	external_route
+	input.route.labels.external == true
 	not input.identity.attributes.external == true
 }
 
 deny contains sprintf("The route %q leaves the organisation, but this session's intent does not declare external: true.", [input.route.name]) if {
-	external_route
+	input.route.labels.external == true
 	not input.session.intent.external == true
 }

@@ -3,8 +3,6 @@
 # is not restricted here; `tools/list` responses are filtered by the sidecar.
 package chaperone.authz
 
-declared_tools := object.get(object.get(input.session, "intent", {}), "tools", []) if has_session
-
 # The call is an MCP JSON-RPC message (protocol: mcp route).
 is_mcp if is_object(input.request.mcp)
 
@@ -14,11 +12,11 @@ deny contains sprintf("The route %q is not among the tools this session declared
 	has_session
 	not harmless
 	not is_mcp
-	not input.route.name in declared_tools
+	not input.route.name in input.session.intent.tools
 }
 
 deny contains sprintf("The MCP tool %q is not among the tools this session declared in its intent.", [mcp_tool]) if {
 	mcp_tool
 	has_session
-	not mcp_tool in declared_tools
+	not mcp_tool in input.session.intent.tools
 }

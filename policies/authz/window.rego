@@ -9,7 +9,7 @@ call_time_ns := time.parse_rfc3339_ns(input.environment.time)
 # One guard for the three checks below: a session without a window costs one rule
 # definition per call, not three (see docs/policies.md, "Writing fast policies").
 deny contains reason if {
-	window
+	input.session.intent.window
 	some reason in window_violations
 }
 
