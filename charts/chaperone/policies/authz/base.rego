@@ -8,10 +8,7 @@ default allow := false
 # A route explicitly labelled harmless may be called without a session.
 harmless if input.route.labels.harmless == true
 
-has_session if {
-	input.session != null
-	is_object(input.session)
-}
+has_session if is_object(input.session)
 
 allow if harmless
 
